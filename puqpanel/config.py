@@ -1,0 +1,76 @@
+"""Configuration read from the environment (PUQPANEL_*) with safe embedded defaults."""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+LANGUAGES = {
+    "en": {"flag": "gb", "name": "English"},
+    "de": {"flag": "de", "name": "Deutsch"},
+    "fr": {"flag": "fr", "name": "Français"},
+    "pl": {"flag": "pl", "name": "Polski"},
+    "uk": {"flag": "ua", "name": "Українська"},
+}
+
+
+def _secret_key(instance_path: Path) -> str:
+    """PUQPANEL_SECRET_KEY, else a random key generated once and kept in the instance folder."""
+    key = os.environ.get("PUQPANEL_SECRET_KEY")
+    if key:
+        return key
+    key_file = instance_path / "secret_key"
+    if key_file.exists():
+        return key_file.read_text().strip()
+    key = secrets.token_hex(32)
+    instance_path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    return key
+
+
+def build_config(instance_path: str) -> dict:
+    instance = Path(instance_path)
+    instance.mkdir(parents=True, exist_ok=True)
+    database_url = os.environ.get("PUQPANEL_DATABASE_URL") or f"sqlite:///{instance / 'puqpanel.db'}"
+    if database_url.startswith("postgresql://"):
+        database_url = "postgresql+psycopg://" + database_url[len("postgresql://"):]
+    broker_url = os.environ.get("PUQPANEL_BROKER_URL") or ""
+    engine_options: dict = {"pool_pre_ping": True}
+    if database_url.startswith("postgresql"):
+        # psycopg 3 would switch to server-side prepared generic plans after 5 runs (see ENGINEERING.md).
+        engine_options["connect_args"] = {"prepare_threshold": None}
+    return {
+        "SECRET_KEY": _secret_key(instance),
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SQLALCHEMY_ENGINE_OPTIONS": engine_options,
+        "SQLALCHEMY_TRACK_MODIFICATIONS": False,
+        "APP_NAME": "puqpanel",
+        "APP_THEME": "",
+        "FAB_CREATE_DB": False,
+        "FAB_UPDATE_PERMS": False,
+        "FAB_ADD_SECURITY_API": True,
+        "AUTH_TYPE": 1,  # AUTH_DB
+        "AUTH_ROLE_ADMIN": "Admin",
+        "AUTH_ROLE_PUBLIC": "Public",
+        "AUTH_USER_REGISTRATION": False,
+        "WTF_CSRF_ENABLED": True,
+        "LANGUAGES": LANGUAGES,
+        "BABEL_DEFAULT_LOCALE": "en",
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "PUQPANEL_BROKER_URL": broker_url,
+        "CELERY": {
+            "broker_url": broker_url or "memory://",
+            "result_backend": None,
+            "task_always_eager": not broker_url,
+            "task_eager_propagates": True,
+            "task_acks_late": True,
+            "task_reject_on_worker_lost": True,
+            "worker_prefetch_multiplier": 1,
+        },
+        # Client directory
+        "PUQPANEL_PAGE_SIZES": (25, 50, 100, 250),
+        "PUQPANEL_DEFAULT_PAGE_SIZE": 25,
+    }

@@ -1,0 +1,111 @@
+"""Field validation with the field's libraries: pycountry, python-stdnum, phonenumbers, email-validator."""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import phonenumbers
+import pycountry
+from email_validator import EmailNotValidError, validate_email
+from flask_babel import lazy_gettext as _l
+from stdnum import get_cc_module
+from stdnum.exceptions import ValidationError as StdnumError
+
+from . import DomainError
+
+
+@lru_cache(maxsize=1)
+def countries() -> list[tuple[str, str]]:
+    """(alpha-2, name) sorted by name."""
+    return sorted(((c.alpha_2, c.name) for c in pycountry.countries), key=lambda c: c[1])
+
+
+@lru_cache(maxsize=None)
+def regions(country: str) -> list[tuple[str, str]]:
+    """ISO 3166-2 subdivisions (code, name) of a country, sorted by name; [] when it has none."""
+    subs = pycountry.subdivisions.get(country_code=country.upper()) if country else None
+    return sorted(((s.code, s.name) for s in subs or []), key=lambda s: s[1])
+
+
+def check_country(country: str, field: str = "country") -> str:
+    country = (country or "").strip().upper()
+    if not pycountry.countries.get(alpha_2=country):
+        raise DomainError({field: str(_l("Choose a valid country."))})
+    return country
+
+
+def check_region(country: str, region: str, field: str = "region") -> str:
+    """Region must be a subdivision of the country; required when the country has subdivisions."""
+    region = (region or "").strip().upper()
+    codes = {code for code, _ in regions(country)}
+    if not region:
+        return ""
+    if region not in codes:
+        raise DomainError({field: str(_l("Choose a region of the selected country."))})
+    return region
+
+
+def normalize_email(email: str, field: str = "email") -> str:
+    try:
+        return validate_email((email or "").strip(), check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise DomainError({field: str(_l("Enter a valid email address: %(reason)s", reason=str(exc)))})
+
+
+def normalize_phone(phone: str, country: str | None, field: str = "phone") -> str:
+    """E.164, or "" when blank. A number without +CC is read in the client's country."""
+    phone = (phone or "").strip()
+    if not phone:
+        return ""
+    try:
+        parsed = phonenumbers.parse(phone, (country or "").upper() or None)
+    except phonenumbers.NumberParseException:
+        parsed = None
+    if parsed is None or not phonenumbers.is_valid_number(parsed):
+        raise DomainError({field: str(_l("Enter a valid phone number with its country code, e.g. +49 30 123456."))})
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+_TAX_ID_MODULES = ("vat", "tin", "gst", "bn", "ein", "abn", "cnpj", "nip", "ustid", "mwst", "ustnr")
+
+
+def normalize_tax_id(tax_id: str, country: str, field: str = "tax_id") -> str | None:
+    """Validate a tax id for the country with python-stdnum; returns its compact form, None when blank.
+
+    An EU VAT number may be given with or without its country prefix; it is stored with the prefix.
+    Countries stdnum knows no tax-id format for accept any 3-30 letters/digits.
+    """
+    raw = (tax_id or "").strip()
+    if not raw:
+        return None
+    country = (country or "").upper()
+    from stdnum.eu import vat as eu_vat
+
+    eu_prefix = "EL" if country == "GR" else country
+    if country and eu_prefix in eu_vat.MEMBER_STATES:
+        candidate = raw if raw[:2].upper().isalpha() else eu_prefix + raw
+        try:
+            return eu_vat.validate(candidate)
+        except StdnumError:
+            raise DomainError({field: str(_l("This is not a valid VAT number for %(country)s.", country=country))})
+    modules = []
+    if country:
+        modules = [m for m in (_cc_module(country, name) for name in _TAX_ID_MODULES) if m is not None]
+    if not modules:
+        compact = re.sub(r"[\s.\-/]", "", raw).upper()
+        if not re.fullmatch(r"[A-Z0-9]{3,30}", compact):
+            raise DomainError({field: str(_l("A tax id has 3 to 30 letters and digits."))})
+        return compact
+    for module in modules:
+        try:
+            return module.validate(raw)
+        except StdnumError:
+            continue
+    raise DomainError({field: str(_l("This is not a valid tax id for %(country)s.", country=country))})
+
+
+def _cc_module(country: str, name: str):
+    try:
+        return get_cc_module(country.lower(), name)
+    except Exception:
+        return None

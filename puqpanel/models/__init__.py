@@ -1,0 +1,30 @@
+"""All puqpanel models; importing this module registers every table on FAB's metadata."""
+from flask_appbuilder.security.sqla.models import User  # noqa: F401  (FAB's tables join the metadata)
+
+from .activity import ActivityLog
+from .base import ZERO, Money, utcnow
+from .billing import INVOICE_STATUSES, INVOICE_TYPES, SERVICE_STATUSES, Invoice, Service
+from .client import (
+    ADDRESS_TYPES,
+    CLIENT_PERMISSIONS,
+    CLIENT_STATUSES,
+    CUSTOM_FIELD_TYPES,
+    Client,
+    ClientAddress,
+    ClientGroup,
+    ClientNote,
+    ClientUser,
+    CustomField,
+    CustomFieldValue,
+    Tag,
+    client_tag,
+)
+from .reference import Currency, HomeCompany, TaxRule
+from .user_security import UserSecurity
+
+__all__ = [
+    "ADDRESS_TYPES", "CLIENT_PERMISSIONS", "CLIENT_STATUSES", "CUSTOM_FIELD_TYPES", "INVOICE_STATUSES",
+    "INVOICE_TYPES", "SERVICE_STATUSES", "ZERO", "ActivityLog", "Client", "ClientAddress", "ClientGroup",
+    "ClientNote", "ClientUser", "Currency", "CustomField", "CustomFieldValue", "HomeCompany", "Invoice",
+    "Money", "Service", "Tag", "TaxRule", "User", "UserSecurity", "client_tag", "utcnow",
+]

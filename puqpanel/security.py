@@ -1,0 +1,125 @@
+"""Roles, permissions and row scoping.
+
+Staff permissions are ordinary FAB permissions on a few view menus (below), so an admin can compose new
+staff roles in FAB's role screens. The built-in roles are synced in code by `puqpanel init`
+(`sync_roles`), the way Superset syncs its role definitions: explicit, idempotent, never at worker start.
+"""
+from __future__ import annotations
+
+from flask import current_app, g
+from flask_appbuilder.security.sqla.manager import SecurityManager
+from sqlalchemy import false, select, true
+
+# View menus (class_permission_name) and their permissions.
+CLIENTS = "Clients"
+CLIENT_GROUPS = "ClientGroups"
+TAGS = "Tags"
+CUSTOM_FIELDS = "CustomFields"
+
+# Permissions of the client record. Everything a staff user may do to a client is one of these.
+CLIENT_PERMS = (
+    "can_list",  # client directory
+    "can_show",  # client record, all its read-only tabs
+    "can_add",  # create a client
+    "can_edit",  # profile, custom field values
+    "can_export",  # CSV export of the directory
+    "can_write_note",  # append notes
+    "can_manage_addresses",
+    "can_manage_users",  # link / create / unlink client users, transfer ownership
+    "can_access_all",  # without it a staff user reaches only the clients it manages
+)
+CRUD = ("can_list", "can_show", "can_add", "can_edit", "can_delete")
+
+ADMIN_ROLE = "Admin"
+CLIENT_ROLE = "Client"
+
+_SELF_SERVICE = [
+    ("can_userinfo", "UserDBModelView"),
+    ("resetmypassword", "UserDBModelView"),
+    ("can_this_form_get", "ResetMyPasswordView"),
+    ("can_this_form_post", "ResetMyPasswordView"),
+    ("can_this_form_get", "UserInfoEditView"),
+    ("can_this_form_post", "UserInfoEditView"),
+]
+_CLIENT_MENUS = [("menu_access", "Clients"), ("menu_access", "Manage Clients")]
+
+
+def _perms(view: str, names) -> list[tuple[str, str]]:
+    return [(name, view) for name in names]
+
+
+# Built-in roles (Admin gets every permission). Later issues extend these lists.
+ROLE_DEFINITIONS: dict[str, list[tuple[str, str]]] = {
+    "Support": _SELF_SERVICE
+    + _CLIENT_MENUS
+    + _perms(CLIENTS, ("can_list", "can_show", "can_write_note", "can_access_all"))
+    + _perms(CLIENT_GROUPS, ("can_list", "can_show"))
+    + _perms(TAGS, ("can_list", "can_show")),
+    "Billing": _SELF_SERVICE
+    + _CLIENT_MENUS
+    + [("menu_access", "Client Groups"), ("menu_access", "Tags")]
+    + _perms(CLIENTS, CLIENT_PERMS)
+    + _perms(CLIENT_GROUPS, ("can_list", "can_show"))
+    + _perms(TAGS, ("can_list", "can_show")),
+    "Manager": _SELF_SERVICE
+    + _CLIENT_MENUS
+    + _perms(CLIENTS, [p for p in CLIENT_PERMS if p != "can_access_all"])
+    + _perms(CLIENT_GROUPS, ("can_list", "can_show"))
+    + _perms(TAGS, ("can_list", "can_show")),
+    CLIENT_ROLE: _SELF_SERVICE,
+}
+
+
+def sync_roles() -> list[str]:
+    """Create every view permission, then make the built-in roles hold exactly their definition."""
+    appbuilder = current_app.appbuilder
+    sm = appbuilder.sm
+    appbuilder.add_permissions(update_perms=True)
+    session = sm.session
+    admin = sm.find_role(ADMIN_ROLE) or sm.add_role(ADMIN_ROLE)
+    admin.permissions = list(session.scalars(select(sm.permissionview_model)))
+    synced = [ADMIN_ROLE]
+    for role_name, wanted in ROLE_DEFINITIONS.items():
+        role = sm.find_role(role_name) or sm.add_role(role_name)
+        pvs = []
+        for perm_name, view_name in wanted:
+            pv = sm.find_permission_view_menu(perm_name, view_name)
+            if pv is None:  # menu entries exist only once registered; create them explicitly
+                pv = sm.add_permission_view_menu(perm_name, view_name)
+            pvs.append(pv)
+        role.permissions = pvs
+        synced.append(role_name)
+    sm.find_role(current_app.config.get("AUTH_ROLE_PUBLIC", "Public")) or sm.add_role("Public")
+    session.commit()
+    return synced
+
+
+def has_perm(permission: str, view: str = CLIENTS) -> bool:
+    return current_app.appbuilder.sm.has_access(permission, view)
+
+
+def current_user_id() -> int | None:
+    user = getattr(g, "user", None)
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    return user.id
+
+
+def client_scope():
+    """SQL condition on Client selecting the rows the current user may reach.
+
+    Staff with Clients.can_access_all see every client; other staff only the clients they manage.
+    With no logged-in user (CLI, Celery) nothing is filtered: those callers act as the system.
+    """
+    from .models import Client
+
+    user_id = current_user_id()
+    if user_id is None:
+        return true() if not getattr(g, "user", None) else false()
+    if has_perm("can_access_all"):
+        return true()
+    return Client.manager_id == user_id
+
+
+class PuqSecurityManager(SecurityManager):
+    """FAB's security manager; puqpanel's login steps (2FA, impersonation) hook in here."""
