@@ -89,6 +89,10 @@ def _create_app():
     return create_app()
 
 
-def main() -> None:
+def main() -> None:  # console script `puqpanel`
     cli = FlaskGroup(create_app=_create_app, help="puqpanel: the Flask CLI of the bundled app.")
     cli.main(prog_name="puqpanel")
+
+
+if __name__ == "__main__":
+    main()

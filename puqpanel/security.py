@@ -10,11 +10,12 @@ from flask import current_app, g
 from flask_appbuilder.security.sqla.manager import SecurityManager
 from sqlalchemy import false, select, true
 
-# View menus (class_permission_name) and their permissions.
-CLIENTS = "Clients"
-CLIENT_GROUPS = "ClientGroups"
-TAGS = "Tags"
-CUSTOM_FIELDS = "CustomFields"
+# Permission view menus (class_permission_name); distinct from menu names, whose menu_access FAB
+# would otherwise delete when it syncs the view permissions.
+CLIENTS = "Client"
+CLIENT_GROUPS = "ClientGroup"
+TAGS = "ClientTag"
+CUSTOM_FIELDS = "CustomField"
 
 # Permissions of the client record. Everything a staff user may do to a client is one of these.
 CLIENT_PERMS = (
@@ -74,10 +75,9 @@ def sync_roles() -> list[str]:
     """Create every view permission, then make the built-in roles hold exactly their definition."""
     appbuilder = current_app.appbuilder
     sm = appbuilder.sm
+    sm.find_role(ADMIN_ROLE) or sm.add_role(ADMIN_ROLE)  # FAB grants new permissions to it while adding them
     appbuilder.add_permissions(update_perms=True)
     session = sm.session
-    admin = sm.find_role(ADMIN_ROLE) or sm.add_role(ADMIN_ROLE)
-    admin.permissions = list(session.scalars(select(sm.permissionview_model)))
     synced = [ADMIN_ROLE]
     for role_name, wanted in ROLE_DEFINITIONS.items():
         role = sm.find_role(role_name) or sm.add_role(role_name)
@@ -89,6 +89,8 @@ def sync_roles() -> list[str]:
             pvs.append(pv)
         role.permissions = pvs
         synced.append(role_name)
+    admin = sm.find_role(ADMIN_ROLE) or sm.add_role(ADMIN_ROLE)
+    admin.permissions = list(session.scalars(select(sm.permissionview_model)))
     sm.find_role(current_app.config.get("AUTH_ROLE_PUBLIC", "Public")) or sm.add_role("Public")
     session.commit()
     return synced

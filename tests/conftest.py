@@ -1,0 +1,165 @@
+"""One app per test process (FAB keeps a module-level AppBuilder); each test starts from empty tables.
+
+PUQPANEL_TEST_DATABASE_URL selects PostgreSQL (CI); otherwise a SQLite file in a temp folder.
+CSRF stays on: helpers read the token from the form, as a browser does.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+
+import pytest
+from sqlalchemy import text
+
+_TMP = tempfile.mkdtemp(prefix="puqpanel-test-")
+os.environ["PUQPANEL_INSTANCE_PATH"] = _TMP
+os.environ["PUQPANEL_SECRET_KEY"] = "test-secret-key-only-for-the-test-run"
+os.environ.pop("PUQPANEL_CONFIG", None)
+os.environ.pop("PUQPANEL_BROKER_URL", None)
+TEST_DB_URL = os.environ.get("PUQPANEL_TEST_DATABASE_URL") or f"sqlite:///{_TMP}/test.db"
+os.environ["PUQPANEL_DATABASE_URL"] = TEST_DB_URL
+IS_POSTGRES = TEST_DB_URL.startswith("postgresql")
+
+PASSWORD = "Secret-pass1"
+
+
+def _reset_postgres(url: str) -> None:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def app():
+    if IS_POSTGRES:
+        _reset_postgres(TEST_DB_URL)
+    from flask_migrate import upgrade
+
+    from puqpanel.app import create_app
+    from puqpanel.paths import MIGRATIONS_DIR
+    from puqpanel.security import sync_roles
+
+    app = create_app({"TESTING": True, "SERVER_NAME": "localhost.localdomain"})
+    with app.app_context():
+        upgrade(directory=MIGRATIONS_DIR)
+        sync_roles()
+    yield app
+
+
+@pytest.fixture(scope="session")
+def _tables(app):
+    from flask_appbuilder import Model
+
+    keep = {"ab_permission", "ab_view_menu", "ab_permission_view", "ab_role", "ab_permission_view_role",
+            "alembic_version"}
+    return [t.name for t in reversed(Model.metadata.sorted_tables) if t.name not in keep]
+
+
+@pytest.fixture()
+def db(app, _tables):
+    """The app's SQLAlchemy session inside an app context; all data rows are wiped after the test."""
+    from puqpanel.extensions import db as fsa
+
+    ctx = app.app_context()
+    ctx.push()
+    try:
+        yield fsa.session
+    finally:
+        fsa.session.rollback()
+        fsa.session.remove()
+        with fsa.engine.begin() as conn:
+            if IS_POSTGRES:
+                conn.execute(text("TRUNCATE " + ", ".join(_tables) + " RESTART IDENTITY CASCADE"))
+            else:
+                for name in _tables:
+                    conn.execute(text(f"DELETE FROM {name}"))
+        ctx.pop()
+
+
+def make_user(username: str, role: str = "Admin", email: str | None = None, password: str = PASSWORD):
+    from flask import current_app
+
+    sm = current_app.appbuilder.sm
+    user = sm.add_user(username, username.capitalize(), "Staff", email or f"{username}@staff.test",
+                       sm.find_role(role), password)
+    assert user, f"could not create {username}"
+    return user
+
+
+@pytest.fixture()
+def staff(db):
+    """Staff users, one per built-in role; two managers."""
+    return {
+        "admin": make_user("admin", "Admin"),
+        "support": make_user("support", "Support"),
+        "billing": make_user("billing", "Billing"),
+        "manager1": make_user("manager1", "Manager"),
+        "manager2": make_user("manager2", "Manager"),
+    }
+
+
+_CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"|value="([^"]+)"[^>]*name="csrf_token"')
+
+
+def csrf_token(html: str) -> str:
+    match = _CSRF.search(html)
+    assert match, "no csrf_token in the page"
+    return match.group(1) or match.group(2)
+
+
+class Browser:
+    """A Flask test client that logs in through the real form and posts forms with their CSRF token."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def login(self, username: str, password: str = PASSWORD):
+        page = self.client.get("/login/")
+        resp = self.client.post(
+            "/login/",
+            data={"username": username, "password": password, "csrf_token": csrf_token(page.text)},
+        )
+        assert resp.status_code in (302, 303), resp.text[:500]
+        return resp
+
+    def get(self, url, **kw):
+        return self.client.get(url, **kw)
+
+    def post_form(self, url: str, data: dict, form_url: str | None = None, **kw):
+        """GET the page holding the form (form_url, default url) for the token, then POST."""
+        page = self.client.get(form_url or url)
+        payload = {"csrf_token": csrf_token(page.text)}
+        payload.update(data)
+        return self.client.post(url, data=payload, **kw)
+
+    def post(self, url: str, data: dict | None = None, token_from: str = "/clients/", **kw):
+        page = self.client.get(token_from)
+        payload = {"csrf_token": csrf_token(page.text)}
+        payload.update(data or {})
+        return self.client.post(url, data=payload, **kw)
+
+
+@pytest.fixture()
+def browser(app, db):
+    with app.test_client() as client:
+        yield Browser(client)
+
+
+@pytest.fixture()
+def make_browser(app, db):
+    clients = []
+
+    def factory(username: str | None = None):
+        client = app.test_client()
+        clients.append(client)
+        b = Browser(client)
+        if username:
+            b.login(username)
+        return b
+
+    yield factory
