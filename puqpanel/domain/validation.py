@@ -82,7 +82,7 @@ def normalize_tax_id(tax_id: str, country: str, field: str = "tax_id") -> str | 
     from stdnum.eu import vat as eu_vat
 
     eu_prefix = "EL" if country == "GR" else country
-    if country and eu_prefix in eu_vat.MEMBER_STATES:
+    if country and eu_prefix.lower() in eu_vat.MEMBER_STATES:
         candidate = raw if raw[:2].upper().isalpha() else eu_prefix + raw
         try:
             return eu_vat.validate(candidate)

@@ -1,0 +1,258 @@
+"""Creating clients, editing their profile, and reaching them within the caller's scope."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from flask import current_app
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import func, select
+
+from ..models import (
+    CLIENT_PERMISSIONS,
+    CLIENT_STATUSES,
+    Client,
+    ClientAddress,
+    ClientGroup,
+    ClientUser,
+    Currency,
+    Tag,
+    User,
+    UserSecurity,
+)
+from ..security import CLIENT_ROLE, client_scope
+from . import DomainError, NotFound, activity
+from .session import get_session
+from .validation import check_country, check_region, normalize_email, normalize_phone, normalize_tax_id
+
+# Fields the activity log records for a client (staff-only national_id included: the log is staff-only).
+PROFILE_FIELDS = (
+    "firstname", "lastname", "company_name", "tax_id", "national_id", "phone", "language", "currency_id",
+    "status", "blocked", "blocked_reason", "never_auto_suspend", "credit_limit", "admin_notes", "group_id",
+    "manager_id", "parent_id", "is_reseller", "latitude", "longitude",
+)
+ADDRESS_FIELDS = (
+    "type", "name", "contact_name", "contact_phone", "contact_email", "address1", "address2", "city",
+    "postcode", "country", "region",
+)
+
+
+def scoped_clients():
+    """SELECT of the clients the current user may reach (see security.client_scope)."""
+    return select(Client).where(client_scope())
+
+
+def get_client(client_id: int) -> Client:
+    """The client if it exists and is within the caller's scope, else NotFound (same answer for both)."""
+    client = get_session().scalar(scoped_clients().where(Client.id == client_id))
+    if client is None:
+        raise NotFound(str(_l("Client not found.")))
+    return client
+
+
+def billing_address_of(client: Client) -> ClientAddress:
+    address = client.billing_address
+    if address is None:  # never happens for clients made by create_client
+        raise DomainError(str(_l("This client has no billing address.")))
+    return address
+
+
+@dataclass
+class NewClient:
+    email: str
+    firstname: str
+    lastname: str
+    address1: str
+    city: str
+    country: str
+    password: str = ""  # blank: generated and returned once
+    company_name: str = ""
+    tax_id: str = ""
+    phone: str = ""
+    language: str = "en"
+    currency_id: int | None = None  # None: the default currency
+    status: str = "new"
+    group_id: int | None = None
+    manager_id: int | None = None
+    address2: str = ""
+    postcode: str = ""
+    region: str = ""
+    tag_ids: list[int] = field(default_factory=list)
+
+
+def _required(errors: dict, data: Any, names: tuple[str, ...]) -> None:
+    for name in names:
+        if not str(getattr(data, name) or "").strip():
+            errors[name] = str(_l("This field is required."))
+
+
+def _collect(errors: dict, fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except DomainError as exc:
+        errors.update(exc.errors)
+        return None
+
+
+def check_language(code: str) -> str:
+    code = (code or "en").strip()
+    if code not in current_app.config.get("LANGUAGES", {"en": {}}):
+        raise DomainError({"language": str(_l("Choose one of the offered languages."))})
+    return code
+
+
+def check_status(status: str) -> str:
+    if status not in CLIENT_STATUSES:
+        raise DomainError({"status": str(_l("Unknown status."))})
+    return status
+
+
+def resolve_currency(currency_id: int | None) -> Currency:
+    session = get_session()
+    if currency_id:
+        currency = session.get(Currency, currency_id)
+    else:
+        currency = session.scalar(select(Currency).where(Currency.is_default.is_(True)))
+    if currency is None:
+        raise DomainError({"currency_id": str(_l("Choose a currency (add one under Settings first)."))})
+    return currency
+
+
+def check_group(group_id: int | None) -> int | None:
+    if group_id and get_session().get(ClientGroup, group_id) is None:
+        raise DomainError({"group_id": str(_l("Unknown client group."))})
+    return group_id or None
+
+
+def check_manager(manager_id: int | None) -> int | None:
+    """A manager is an active staff user (not a client login)."""
+    if not manager_id:
+        return None
+    user = get_session().get(User, manager_id)
+    is_client_login = get_session().scalar(
+        select(UserSecurity.is_client_login).where(UserSecurity.user_id == manager_id)
+    )
+    if user is None or not user.active or is_client_login:
+        raise DomainError({"manager_id": str(_l("Choose an active staff user."))})
+    return manager_id
+
+
+def check_tax_id_unique(tax_id: str | None, client_id: int | None = None) -> None:
+    if not tax_id:
+        return
+    query = select(Client.id).where(Client.tax_id == tax_id)
+    if client_id:
+        query = query.where(Client.id != client_id)
+    if get_session().scalar(query) is not None:
+        raise DomainError({"tax_id": str(_l("Another client already has this tax id."))})
+
+
+def create_login(email: str, firstname: str, lastname: str, password: str = "") -> tuple[User, str]:
+    """A client-area login (FAB user with the Client role). Returns the user and its password."""
+    from ..cli import generate_password
+
+    session = get_session()
+    sm = current_app.appbuilder.sm
+    if session.scalar(select(User.id).where(func.lower(User.email) == email.lower())) is not None:
+        raise DomainError({"email": str(_l("A user with this email already exists."))})
+    password = password or generate_password()
+    from werkzeug.security import generate_password_hash
+
+    user = User(
+        first_name=firstname,
+        last_name=lastname,
+        username=email,
+        email=email,
+        active=True,
+        password=generate_password_hash(password),
+        roles=[sm.find_role(CLIENT_ROLE)],
+    )
+    session.add(user)
+    session.flush()
+    session.add(UserSecurity(user_id=user.id, is_client_login=True))
+    return user, password
+
+
+def create_client(data: NewClient) -> tuple[Client, str]:
+    """Client + owner login + billing address, in one transaction. Returns (client, the owner's password).
+
+    Validates everything first and raises DomainError with every field error; nothing is written then.
+    """
+    errors: dict[str, str] = {}
+    _required(errors, data, ("email", "firstname", "lastname", "address1", "city", "country"))
+    email = _collect(errors, normalize_email, data.email) if data.email else None
+    country = _collect(errors, check_country, data.country) if data.country else None
+    region = _collect(errors, check_region, country, data.region) if country else ""
+    phone = _collect(errors, normalize_phone, data.phone, country)
+    tax_id = _collect(errors, normalize_tax_id, data.tax_id, country or "") if data.tax_id else None
+    if tax_id:
+        _collect(errors, check_tax_id_unique, tax_id)
+    language = _collect(errors, check_language, data.language)
+    status = _collect(errors, check_status, data.status)
+    currency = _collect(errors, resolve_currency, data.currency_id)
+    group_id = _collect(errors, check_group, data.group_id)
+    manager_id = _collect(errors, check_manager, data.manager_id)
+    if data.password and len(data.password) < 6:
+        errors["password"] = str(_l("At least 6 characters, or leave it blank to generate one."))
+    if errors:
+        raise DomainError(errors)
+
+    session = get_session()
+    try:
+        user, password = create_login(email, data.firstname.strip(), data.lastname.strip(), data.password)
+        client = Client(
+            firstname=data.firstname.strip(),
+            lastname=data.lastname.strip(),
+            company_name=(data.company_name or "").strip(),
+            tax_id=tax_id,
+            phone=phone or "",
+            language=language,
+            currency=currency,
+            status=status,
+            group_id=group_id,
+            manager_id=manager_id,
+        )
+        if data.tag_ids:
+            client.tags = list(session.scalars(select(Tag).where(Tag.id.in_(data.tag_ids))))
+        session.add(client)
+        client.addresses.append(
+            ClientAddress(
+                type="billing",
+                name="Billing",
+                contact_name=client.name,
+                contact_email=email,
+                contact_phone=phone or "",
+                address1=data.address1.strip(),
+                address2=(data.address2 or "").strip(),
+                city=data.city.strip(),
+                postcode=(data.postcode or "").strip(),
+                country=country,
+                region=region or "",
+            )
+        )
+        client.users.append(ClientUser(user=user, is_owner=True, permissions=list(CLIENT_PERMISSIONS)))
+        session.flush()
+        activity.record(
+            "client.create",
+            client_id=client.id,
+            object_type="client",
+            object_id=client.id,
+            changes=activity.snapshot(client, PROFILE_FIELDS),
+            description=f"Client created with owner {email}",
+        )
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    return client, password
+
+
+def parse_money(value: Any, field_name: str) -> Decimal:
+    try:
+        amount = Decimal(str(value).strip() or "0")
+    except InvalidOperation:
+        raise DomainError({field_name: str(_l("Enter an amount like 100.00."))})
+    if not amount.is_finite() or abs(amount) >= Decimal("1e15"):
+        raise DomainError({field_name: str(_l("Enter an amount like 100.00."))})
+    return amount
