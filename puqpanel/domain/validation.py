@@ -47,7 +47,8 @@ def check_region(country: str, region: str, field: str = "region") -> str:
 
 def normalize_email(email: str, field: str = "email") -> str:
     try:
-        return validate_email((email or "").strip(), check_deliverability=False).normalized
+        # Logins are matched case-insensitively, so the stored form is lower case.
+        return validate_email((email or "").strip(), check_deliverability=False).normalized.lower()
     except EmailNotValidError as exc:
         raise DomainError({field: str(_l("Enter a valid email address: %(reason)s", reason=str(exc)))})
 
