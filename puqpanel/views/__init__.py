@@ -2,8 +2,8 @@
 
 
 def register_views(appbuilder) -> None:
-    from .clients import register as register_clients
-    from .settings import register as register_settings
+    from . import client_record, clients, settings
 
-    register_clients(appbuilder)
-    register_settings(appbuilder)
+    clients.register(appbuilder)
+    client_record.register(appbuilder)
+    settings.register(appbuilder)

@@ -1,0 +1,5 @@
+"""Staff client record (tabs). Being written."""
+
+
+def register(appbuilder) -> None:
+    pass
