@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Run puqpanel with demo data on SQLite, from a fresh clone. Safe to run again.
+#
+#   ./scripts/demo.sh
+#
+# Environment (all optional):
+#   HOST, PORT               where the web server listens (127.0.0.1, 5000)
+#   PUQPANEL_INSTANCE_PATH   instance folder: SQLite database, secret key (./instance)
+#   PUQPANEL_DATABASE_URL    another database instead of the SQLite file
+#   ADMIN_USERNAME           the staff admin's login (admin)
+#   ADMIN_PASSWORD           the admin's password; set it to choose one, or to reset a forgotten one.
+#                            Unset: a password is generated on the first run, kept in the instance
+#                            folder (demo-admin-password, mode 600) and printed on every run.
+#   DEMO_CLIENTS             how many demo clients (200)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"
+    elif command -v sudo >/dev/null; then sudo "$@"
+    else echo "need root for: $*" >&2; return 1
+    fi
+}
+
+# --- Python environment ----------------------------------------------------------------------------
+if [ ! -x .venv/bin/python ]; then
+    if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+        echo "==> installing python3-venv (Debian)"
+        as_root apt-get update -qq
+        pyver=$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv "python${pyver}-venv" \
+            || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+    fi
+    echo "==> creating .venv"
+    rm -rf .venv
+    python3 -m venv .venv
+fi
+stamp=.venv/.puqpanel-install
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) base"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] && [ "$(cat "$stamp" 2>/dev/null)" != "${want% base} test" ]; then
+    echo "==> installing puqpanel into .venv"
+    .venv/bin/python -m pip install -q -e .
+    echo "$want" >"$stamp"
+fi
+export PATH="$ROOT/.venv/bin:$PATH"
+
+# --- Translations (the .mo files are build output, not committed) ---------------------------------
+scripts/translations.sh compile >/dev/null
+
+# --- Database, roles, admin, demo data --------------------------------------------------------------
+export PUQPANEL_INSTANCE_PATH="${PUQPANEL_INSTANCE_PATH:-$ROOT/instance}"
+mkdir -p "$PUQPANEL_INSTANCE_PATH"
+export PUQPANEL_INSTANCE_PATH="$(cd "$PUQPANEL_INSTANCE_PATH" && pwd)"
+echo "==> instance folder: $PUQPANEL_INSTANCE_PATH"
+
+echo "==> puqpanel init"
+puqpanel init
+
+admin_user="${ADMIN_USERNAME:-admin}"
+pw_file="$PUQPANEL_INSTANCE_PATH/demo-admin-password"
+if [ -n "${ADMIN_PASSWORD:-}" ]; then
+    password=$ADMIN_PASSWORD
+elif [ -s "$pw_file" ]; then
+    password=$(cat "$pw_file")
+else
+    password=$(python -c 'from puqpanel.cli import generate_password; print(generate_password())')
+fi
+echo "==> puqpanel create-admin"
+out=$(puqpanel create-admin --username "$admin_user" --password "$password")
+echo "$out"
+if echo "$out" | grep -q "already exists"; then
+    if [ -n "${ADMIN_PASSWORD:-}" ]; then
+        puqpanel fab reset-password --username "$admin_user" --password "$password" >/dev/null
+        echo "Password of $admin_user reset to ADMIN_PASSWORD."
+    elif [ ! -s "$pw_file" ]; then
+        password=""  # created some other way: its password is not ours to know
+    fi
+fi
+if [ -n "$password" ] && [ -z "${ADMIN_PASSWORD:-}" ]; then
+    (umask 077 && printf '%s\n' "$password" >"$pw_file")
+fi
+
+echo "==> puqpanel demo (idempotent)"
+puqpanel demo --clients "${DEMO_CLIENTS:-200}"
+
+# --- Serve -----------------------------------------------------------------------------------------
+host="${HOST:-127.0.0.1}"
+port="${PORT:-5000}"
+cat <<EOF
+
+============================================================
+ puqpanel is starting:  http://$host:$port/
+ staff admin login:     $admin_user
+ password:              ${password:-(unchanged: the password it already had; ADMIN_PASSWORD=... ./scripts/demo.sh resets it)}
+ (Ctrl+C stops the server; running ./scripts/demo.sh again keeps the data)
+============================================================
+
+EOF
+exec puqpanel run --host "$host" --port "$port"
