@@ -1,0 +1,166 @@
+"""Translations: complete catalogs for the required strings, compiled .mo files, FAB's language switch.
+
+The .mo files are build output (scripts/translations.sh compile; scripts/test.sh and CI run it). When one is
+missing or older than its .po, the fixture compiles it here with Babel's own API, so the test also works
+from a bare `pytest`.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+
+import pytest
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+
+from puqpanel.paths import TRANSLATIONS_DIR
+
+LANGUAGES = ("en", "de", "fr", "pl", "uk")
+TRANSLATED = ("de", "fr", "pl", "uk")  # en is the source language
+
+# Strings every catalog must translate: menus, client statuses, the create-client form, domain errors.
+REQUIRED = [
+    # menus
+    "Clients", "Manage Clients", "Client Groups", "Tags", "Custom Fields",
+    # statuses as displayed
+    "New", "Active", "Inactive", "Suspended", "Closed", "Fraud",
+    # client form labels
+    "Email", "Password", "First name", "Last name", "Company", "Tax id", "Phone", "Language", "Currency",
+    "Status", "Group", "Manager", "Address 1", "Address 2", "City", "Postcode", "Country", "Region",
+    # domain error messages
+    "This field is required.",
+    "Choose a valid country.",
+    "Choose a region of the selected country.",
+    "Another client already has this tax id.",
+    "A user with this email already exists.",
+    "Client not found.",
+]
+
+# What the menu category "Clients" and the group list title read in each language.
+CLIENTS_LABEL = {"en": "Clients", "de": "Kunden", "fr": "Clients", "pl": "Klienci", "uk": "Клієнти"}
+GROUPS_LABEL = {"en": "Client Groups", "de": "Kundengruppen", "fr": "Groupes de clients", "pl": "Grupy klientów",
+                "uk": "Групи клієнтів"}
+
+
+def _po_path(lang: str) -> str:
+    return os.path.join(TRANSLATIONS_DIR, lang, "LC_MESSAGES", "messages.po")
+
+
+def _read(lang: str):
+    with open(_po_path(lang), "rb") as fh:
+        return read_po(fh, locale=lang)
+
+
+def _compile_missing() -> None:
+    for lang in LANGUAGES:
+        po = _po_path(lang)
+        mo = po[:-3] + ".mo"
+        if os.path.exists(mo) and os.path.getmtime(mo) >= os.path.getmtime(po):
+            continue
+        catalog = _read(lang)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(mo), suffix=".mo.tmp")
+        with os.fdopen(fd, "wb") as fh:
+            write_mo(fh, catalog, use_fuzzy=True)
+        os.replace(tmp, mo)  # atomic: another test process may be reading it
+
+
+@pytest.fixture(scope="module")
+def compiled(app):
+    _compile_missing()
+    # Flask-Babel caches merged catalogs per locale; drop anything loaded before the compile.
+    app.extensions["babel"].instance.domain_instance.cache.clear()
+    return app
+
+
+def _visible(html: str) -> str:
+    """Page text without tags, scripts and attributes, whitespace collapsed."""
+    html = re.sub(r"(?is)<(script|style)\b.*?</\1>", " ", html)
+    return " ".join(re.sub(r"(?s)<[^>]+>", " ", html).split())
+
+
+def test_every_catalog_translates_the_required_strings():
+    pot_ids = {m.id for m in read_po(open(os.path.join(TRANSLATIONS_DIR, "messages.pot"), "rb")) if m.id}
+    missing_from_code = [s for s in REQUIRED if s not in pot_ids]
+    assert not missing_from_code, f"not extracted (run scripts/translations.sh extract update): {missing_from_code}"
+    for lang in TRANSLATED:
+        catalog = _read(lang)
+        problems = []
+        for msgid in REQUIRED:
+            message = catalog.get(msgid)
+            if message is None:
+                problems.append(f"{msgid!r} not in the catalog")
+            elif not message.string:
+                problems.append(f"{msgid!r} untranslated")
+            elif message.fuzzy:
+                problems.append(f"{msgid!r} fuzzy")
+            elif message.string == msgid and msgid not in {"Email", "Status", "Manager", "Clients", "Region"}:
+                problems.append(f"{msgid!r} left in English")
+        assert not problems, f"{lang}: " + "; ".join(problems)
+
+
+def test_catalogs_match_the_template_and_keep_placeholders():
+    pot = read_po(open(os.path.join(TRANSLATIONS_DIR, "messages.pot"), "rb"))
+    pot_ids = {m.id for m in pot if m.id}
+    for lang in LANGUAGES:
+        catalog = _read(lang)
+        ids = {m.id for m in catalog if m.id}
+        assert pot_ids <= ids, f"{lang}: run scripts/translations.sh update; missing {sorted(map(str, pot_ids - ids))[:5]}"
+        # Babel's checkers: a translation must use the same %(name)s placeholders as its msgid.
+        errors = [(m.id, [str(e) for e in errs]) for m, errs in catalog.check()]
+        assert not errors, f"{lang}: {errors}"
+
+
+def test_english_catalog_is_complete():
+    catalog = _read("en")
+    untranslated = [m.id for m in catalog if m.id and not m.string]
+    assert not untranslated, untranslated
+
+
+def test_language_switch_changes_the_page(compiled, browser, staff):
+    browser.login("admin")
+    page_url = "/clientgroupview/list/"
+
+    def menu_and_title():
+        resp = browser.get(page_url)
+        assert resp.status_code == 200
+        return _visible(resp.text)
+
+    english = menu_and_title()
+    assert "Client Groups" in english and "Kundengruppen" not in english
+
+    for lang in ("de", "uk", "pl", "fr", "en"):
+        resp = browser.get(f"/lang/{lang}")
+        assert resp.status_code == 302
+        text = menu_and_title()
+        assert GROUPS_LABEL[lang] in text, lang
+        assert CLIENTS_LABEL[lang] in text, lang
+        others = {GROUPS_LABEL[o] for o in LANGUAGES if o != lang and GROUPS_LABEL[o] != GROUPS_LABEL[lang]}
+        assert not [o for o in others if o in text], f"{lang}: another language's label on the page"
+        with browser.client.session_transaction() as session:
+            assert session["locale"] == lang
+
+    assert browser.get("/lang/xx").status_code == 404
+
+
+def test_language_switch_translates_fab_and_puqpanel_strings_together(compiled, browser, staff):
+    """Flask-Babel merges FAB's catalog with puqpanel's: both are German after /lang/de."""
+    browser.login("admin")
+    browser.get("/lang/de")
+    text = _visible(browser.get("/clientgroupview/list/").text)
+    assert "Kundengruppen" in text  # puqpanel's catalog
+    assert "Abmelden" in text  # FAB's own "Logout"
+
+
+def test_domain_errors_are_translated(compiled, app, db):
+    from flask_babel import force_locale
+
+    from puqpanel.domain import DomainError
+    from puqpanel.domain.validation import check_country
+
+    with app.test_request_context("/"):
+        for lang, expected in (("de", "Land"), ("uk", "країну"), ("en", "Choose a valid country.")):
+            with force_locale(lang):
+                with pytest.raises(DomainError) as exc:
+                    check_country("XX")
+                assert expected in exc.value.errors["country"], (lang, exc.value.errors)
