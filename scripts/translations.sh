@@ -46,7 +46,7 @@ for lang in langs:
             msgid = m.id if isinstance(m.id, str) else m.id[0]
             print(f"{lang}: {'fuzzy' if m in fuzzy else 'missing'}: {msgid!r}  ({', '.join(f'{f}:{l}' for f, l in m.locations[:2])})")
         untranslated += len(empty) + len(fuzzy)
-        print(f"{lang}: {len(catalog) - 1 - len(empty)} translated, {len(empty)} missing, {len(fuzzy)} fuzzy", file=sys.stderr)
+        print(f"{lang}: {len(catalog) - len(empty)} translated, {len(empty)} missing, {len(fuzzy)} fuzzy", file=sys.stderr)
         continue
     changed = 0
     for m in catalog:
@@ -64,14 +64,14 @@ for lang in langs:
     if changed:
         catalog.fuzzy = False
         with open(path, "wb") as fh:
-            write_po(fh, catalog, width=100)
+            write_po(fh, catalog)
         print(f"{lang}: filled {changed} entries", file=sys.stderr)
 sys.exit(1 if untranslated else 0)
 PY
 }
 
 extract() {
-    "$PYBABEL" extract -F babel.cfg -k _l -k lazy_gettext \
+    "$PYBABEL" -q extract -F babel.cfg -k _l -k lazy_gettext \
         --sort-by-file --add-comments=Translators: \
         --project=puqpanel --copyright-holder="puqpanel contributors" \
         -o "$POT" puqpanel
