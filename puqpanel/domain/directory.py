@@ -253,8 +253,18 @@ def _like(term: str) -> str:
     return f"%{escaped}%"
 
 
+def _phone_digits(q: str) -> str | None:
+    """The digits of a search that looks like a phone number ("+49 30 123-45", "030 12345"), else None."""
+    digits = re.sub(r"[\s()./\-+]", "", q)
+    return digits if digits.isdigit() and len(digits) >= 3 else None
+
+
 def _search_condition(q: str):
-    """Every word of q must match one of: first/last name, company, a linked user's email, phone."""
+    """Every word of q must match one of: first/last name, company, a linked user's email, phone.
+
+    A digits-only search (spaces and phone punctuation allowed) also matches the E.164 phone as a whole,
+    with or without a national leading zero.
+    """
     conditions = []
     for term in q.split():
         pattern = _like(term)
@@ -265,21 +275,24 @@ def _search_condition(q: str):
             .correlate(Client)
             .exists()
         )
-        options = [
+        conditions.append(or_(
             Client.firstname.ilike(pattern, escape="\\"),
             Client.lastname.ilike(pattern, escape="\\"),
             Client.company_name.ilike(pattern, escape="\\"),
             Client.phone.ilike(pattern, escape="\\"),
             email_match,
-        ]
-        digits = re.sub(r"[\s()./\-+]", "", term)
-        if digits.isdigit() and len(digits) >= 3:
-            # Phones are stored E.164: a national "030 1234" is "+4930 1234" there (leading zero dropped).
-            options.append(Client.phone.like(f"%{digits}%"))
-            if digits.startswith("0") and len(digits.lstrip("0")) >= 3:
-                options.append(Client.phone.like(f"%{digits.lstrip('0')}%"))
-        conditions.append(or_(*options))
-    return and_(*conditions) if conditions else None
+        ))
+    if not conditions:
+        return None
+    words = and_(*conditions)
+    digits = _phone_digits(q)
+    if digits is None:
+        return words
+    phone = [Client.phone.like(f"%{digits}%")]
+    national = digits.lstrip("0")
+    if national != digits and len(national) >= 3:
+        phone.append(Client.phone.like(f"%{national}%"))
+    return or_(words, *phone)
 
 
 def filter_conditions(filters: DirectoryFilters) -> list:

@@ -18,7 +18,6 @@ from flask import (
     jsonify,
     redirect,
     request,
-    session,
     stream_with_context,
     url_for,
 )
@@ -27,13 +26,14 @@ from flask_appbuilder.security.decorators import has_access
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
+from markupsafe import Markup
 from werkzeug.routing import BuildError
 from wtforms import PasswordField, SelectField, SelectMultipleField, StringField
 from wtforms.validators import Length, Optional
 
-from ..domain import DomainError, NotFound
+from ..domain import DomainError
 from ..domain import directory
-from ..domain.clients import NewClient, create_client, get_client
+from ..domain.clients import NewClient, create_client
 from ..domain.validation import check_country, countries, regions
 from ..models import CLIENT_STATUSES
 from ..security import CLIENT_PERMS, CLIENTS, current_user_id, has_perm
@@ -54,7 +54,6 @@ STATUS_CLASSES = {
     "closed": "label-primary",
     "fraud": "label-danger",
 }
-_CREATED_KEY = "puqpanel_created_client"
 RECORD_ENDPOINT = "ClientRecordView.summary"
 
 
@@ -178,7 +177,7 @@ class ClientCreateForm(FlaskForm):
         return general
 
 
-class ClientsView(BaseView):
+class ClientDirectoryView(BaseView):
     route_base = "/clients"
     default_view = "list"
     class_permission_name = CLIENTS
@@ -187,7 +186,6 @@ class ClientsView(BaseView):
         "list": "list",
         "export": "export",
         "add": "add",
-        "created": "add",
         "regions": "list",
     }
 
@@ -323,10 +321,17 @@ class ClientsView(BaseView):
             except DomainError as exc:
                 general_errors = form.add_domain_errors(exc.errors)
             else:
-                if not form.password.data:
-                    session[_CREATED_KEY] = {"client_id": client.id, "password": password}
-                    return redirect(url_for(".created", client_id=client.id))
-                flash(_("Client %(name)s created.", name=client.name), "success")
+                if form.password.data:
+                    flash(_("Client %(name)s created.", name=client.name), "success")
+                else:  # the flash lives in the session until the next page shows it, once
+                    flash(
+                        Markup("{} <code class=\"puq-generated-password\">{}</code> {}").format(
+                            _("Client %(name)s created. Owner password:", name=client.name),
+                            password,
+                            _("(shown only this once — copy it now)"),
+                        ),
+                        "warning",
+                    )
                 return redirect(record_url_pattern().replace("{id}", str(client.id)))
         elif request.method == "POST":
             general_errors = list(form.csrf_token.errors) if hasattr(form, "csrf_token") else []
@@ -338,33 +343,6 @@ class ClientsView(BaseView):
             required=ClientCreateForm.REQUIRED,
             regions_url=url_for(".regions", country="XX").replace("XX", ""),
         )
-
-    @expose("/created/<int:client_id>")
-    @has_access
-    def created(self, client_id: int):
-        """Shows a generated owner password once (kept in the session until this page reads it)."""
-        try:
-            client = get_client(client_id)
-        except NotFound:
-            abort(404)
-        pending = session.get(_CREATED_KEY)
-        password = None
-        if pending and pending.get("client_id") == client_id:
-            password = pending.get("password")
-            session.pop(_CREATED_KEY, None)
-        owner = client.owner
-        response = current_app.make_response(
-            self.render_template(
-                "puqpanel/clients/created.html",
-                title=_("Client created"),
-                client=client,
-                owner_email=owner.email if owner else "",
-                password=password,
-                record_url=record_url_pattern().replace("{id}", str(client.id)),
-            )
-        )
-        response.headers["Cache-Control"] = "no-store"
-        return response
 
     @expose("/regions/<country>")
     @has_access
@@ -381,7 +359,7 @@ class ClientsView(BaseView):
 
 def register(appbuilder) -> None:
     appbuilder.add_view(
-        ClientsView,
+        ClientDirectoryView,
         "Manage Clients",
         label=_l("Manage Clients"),
         icon="fa-address-book",
