@@ -1,0 +1,143 @@
+"""A client's addresses: exactly one billing address (made with the client), any number of others."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import select
+
+from ..models import ADDRESS_TYPES, Client, ClientAddress
+from . import DomainError, NotFound, activity
+from .clients import ADDRESS_FIELDS, _collect
+from .session import get_session
+from .validation import check_country, check_region, normalize_email, normalize_phone
+
+_LIMITS = {
+    "name": 100, "contact_name": 200, "address1": 200, "address2": 200, "city": 100, "postcode": 20,
+}
+
+
+def get_address(client: Client, address_id: int) -> ClientAddress:
+    """An address of this client (looked up with the client id), else NotFound."""
+    address = get_session().scalar(
+        select(ClientAddress).where(ClientAddress.id == address_id, ClientAddress.client_id == client.id)
+    )
+    if address is None:
+        raise NotFound(str(_l("Address not found.")))
+    return address
+
+
+def _validate(data: Mapping[str, Any], existing: ClientAddress | None) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    values = {name: str(data.get(name) or "").strip() for name in ADDRESS_FIELDS}
+
+    if existing is not None and existing.type == "billing":
+        if values["type"] and values["type"] != "billing":
+            errors["type"] = str(_l("The billing address cannot change its type."))
+        values["type"] = "billing"
+    elif values["type"] not in ADDRESS_TYPES:
+        errors["type"] = str(_l("Choose an address type."))
+    elif values["type"] == "billing":
+        errors["type"] = str(_l("A client has exactly one billing address; choose shipping or service."))
+
+    for name in ("address1", "city", "country"):
+        if not values[name]:
+            errors[name] = str(_l("This field is required."))
+    for name, limit in _LIMITS.items():
+        if len(values[name]) > limit:
+            errors[name] = str(_l("At most %(n)s characters.", n=limit))
+    if values["country"]:
+        values["country"] = _collect(errors, check_country, values["country"]) or ""
+    if values["country"]:
+        values["region"] = _collect(errors, check_region, values["country"], values["region"]) or ""
+    else:
+        values["region"] = ""
+    values["contact_phone"] = (
+        _collect(errors, normalize_phone, values["contact_phone"], values["country"] or None, "contact_phone") or ""
+    )
+    if values["contact_email"]:
+        values["contact_email"] = _collect(errors, normalize_email, values["contact_email"], "contact_email") or ""
+    if errors:
+        raise DomainError(errors)
+    return values
+
+
+def create_address(client: Client, data: Mapping[str, Any]) -> ClientAddress:
+    """Add a shipping or service address. Raises DomainError (nothing written) on bad input."""
+    values = _validate(data, None)
+    session = get_session()
+    try:
+        address = ClientAddress(client_id=client.id, **values)
+        session.add(address)
+        session.flush()
+        activity.record(
+            "address.create",
+            client_id=client.id,
+            object_type="address",
+            object_id=address.id,
+            changes=activity.snapshot(address, ADDRESS_FIELDS),
+            description=f"Address {address.name or address.type} added",
+        )
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    return address
+
+
+def update_address(client: Client, address_id: int, data: Mapping[str, Any]) -> dict[str, list]:
+    """Edit an address of this client; the billing address keeps its type. Returns the logged diff."""
+    address = get_address(client, address_id)
+    values = _validate(data, address)
+    session = get_session()
+    before = activity.snapshot(address, ADDRESS_FIELDS)
+    try:
+        for name, value in values.items():
+            setattr(address, name, value)
+        changes = activity.diff(before, activity.snapshot(address, ADDRESS_FIELDS))
+        if not changes:
+            session.rollback()
+            return {}
+        activity.record(
+            "address.update",
+            client_id=client.id,
+            object_type="address",
+            object_id=address.id,
+            changes=changes,
+            description=f"Address {address.name or address.type} updated",
+        )
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    return changes
+
+
+def delete_address(client: Client, address_id: int) -> None:
+    """Delete a shipping / service address. The billing address can never be deleted."""
+    address = get_address(client, address_id)
+    if address.type == "billing":
+        raise DomainError(str(_l("The billing address cannot be deleted.")))
+    session = get_session()
+    try:
+        activity.record(
+            "address.delete",
+            client_id=client.id,
+            object_type="address",
+            object_id=address.id,
+            changes=activity.snapshot(address, ADDRESS_FIELDS),
+            description=f"Address {address.name or address.type} deleted",
+        )
+        session.delete(address)
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+
+
+def list_addresses(client: Client) -> list[ClientAddress]:
+    """Billing first, then the others in creation order."""
+    rows = get_session().scalars(
+        select(ClientAddress).where(ClientAddress.client_id == client.id).order_by(ClientAddress.id)
+    ).all()
+    return sorted(rows, key=lambda a: (a.type != "billing", a.id))
