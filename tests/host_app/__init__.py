@@ -1,0 +1,1 @@
+"""A tiny existing Flask-AppBuilder application that adds puqpanel as a plugin (see app.py)."""
