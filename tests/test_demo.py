@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from puqpanel.domain.demo import (
     CANADA_TAXES,
     EU_VAT_RATES,
+    NAMES,
     PLACES,
     TAX_CATEGORIES,
     DemoError,
@@ -117,6 +118,7 @@ def test_demo_data_is_complete_valid_and_idempotent(app, db):
 
 def test_demo_city_table_uses_valid_regions():
     for country, place in PLACES.items():
+        assert country in NAMES
         codes = {code for code, _ in regions(country)}
         for city, region, _postcode in place["cities"]:
             assert region in codes, (country, city, region)

@@ -208,19 +208,47 @@ PLACES: dict[str, dict[str, Any]] = {
                        ("Moncton", "CA-NB", "E1C 4M3"), ("St. John's", "CA-NL", "A1C 5M2"),
                        ("Charlottetown", "CA-PE", "C1A 4P3"), ("Whitehorse", "CA-YT", "Y1A 1A1"))),
 }
-FIRST_NAMES = {
-    "de": ("Lukas", "Leon", "Finn", "Jonas", "Paul", "Mia", "Emma", "Hannah", "Sophie", "Lena", "Julia", "Felix"),
-    "fr": ("Lucas", "Hugo", "Louis", "Jules", "Camille", "Chloé", "Léa", "Manon", "Inès", "Gabriel", "Élodie"),
-    "pl": ("Jakub", "Antoni", "Jan", "Szymon", "Zuzanna", "Julia", "Maja", "Zofia", "Katarzyna", "Piotr"),
-    "en": ("Liam", "Noah", "Oliver", "James", "Olivia", "Emma", "Charlotte", "Amelia", "Sofia", "Lucas", "Marco",
-           "Giulia", "Sven", "Astrid", "Mikko", "Aoife", "Tomás", "Eva", "Jan", "Sara"),
+# Name pools by country (Québec uses "CA-QC").
+NAMES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "DE": (("Lukas", "Leon", "Finn", "Jonas", "Paul", "Mia", "Emma", "Hannah", "Sophie", "Lena", "Julia", "Felix"),
+           ("Müller", "Schmidt", "Schneider", "Fischer", "Weber", "Meyer", "Wagner", "Becker", "Hoffmann", "Koch")),
+    "AT": (("Maximilian", "Tobias", "David", "Anna", "Laura", "Katharina", "Florian", "Magdalena"),
+           ("Gruber", "Huber", "Bauer", "Wagner", "Pichler", "Steiner", "Moser", "Mayer")),
+    "FR": (("Lucas", "Hugo", "Louis", "Jules", "Camille", "Chloé", "Léa", "Manon", "Inès", "Gabriel", "Élodie"),
+           ("Martin", "Bernard", "Dubois", "Thomas", "Robert", "Richard", "Petit", "Durand", "Leroy", "Moreau")),
+    "BE": (("Noah", "Arthur", "Louis", "Olivia", "Emma", "Louise", "Lotte", "Wout"),
+           ("Peeters", "Janssens", "Maes", "Jacobs", "Dubois", "Lambert", "Willems", "Claes")),
+    "NL": (("Daan", "Sem", "Lars", "Sanne", "Fleur", "Eva", "Bram", "Noor"),
+           ("de Jong", "Jansen", "de Vries", "van den Berg", "Bakker", "Visser", "Smit", "Mulder")),
+    "PL": (("Jakub", "Antoni", "Jan", "Szymon", "Zuzanna", "Julia", "Maja", "Zofia", "Katarzyna", "Piotr"),
+           ("Nowak", "Kowalski", "Wiśniewski", "Wójcik", "Kowalczyk", "Kamiński", "Lewandowski", "Zieliński")),
+    "IT": (("Marco", "Giulia", "Alessandro", "Francesca", "Luca", "Chiara", "Matteo", "Sara"),
+           ("Rossi", "Russo", "Ferrari", "Esposito", "Bianchi", "Romano", "Colombo", "Ricci")),
+    "ES": (("Hugo", "Lucía", "Martín", "Sofía", "Pablo", "Carmen", "Javier", "Elena"),
+           ("García", "Fernández", "González", "Rodríguez", "López", "Martínez", "Sánchez", "Pérez")),
+    "IE": (("Seán", "Aoife", "Conor", "Niamh", "Cian", "Saoirse", "Darragh", "Ciara"),
+           ("Murphy", "Kelly", "O'Sullivan", "Walsh", "O'Brien", "Byrne", "Ryan", "O'Connor")),
+    "SE": (("Erik", "Astrid", "Lars", "Elsa", "Nils", "Maja", "Oskar", "Ingrid"),
+           ("Andersson", "Johansson", "Karlsson", "Nilsson", "Eriksson", "Larsson", "Olsson", "Persson")),
+    "DK": (("Mads", "Freja", "Magnus", "Ida", "Rasmus", "Sofie"),
+           ("Jensen", "Nielsen", "Hansen", "Pedersen", "Andersen", "Christensen")),
+    "FI": (("Mikko", "Aino", "Juha", "Emilia", "Ville", "Helmi"),
+           ("Virtanen", "Korhonen", "Mäkinen", "Nieminen", "Mäkelä", "Hämäläinen")),
+    "PT": (("João", "Maria", "Tiago", "Beatriz", "Rodrigo", "Inês"),
+           ("Silva", "Santos", "Ferreira", "Pereira", "Oliveira", "Costa")),
+    "CZ": (("Jakub", "Tereza", "Tomáš", "Eliška", "Jan", "Anna"),
+           ("Novák", "Svoboda", "Novotný", "Dvořák", "Černý", "Procházka")),
+    "GB": (("Oliver", "Amelia", "George", "Isla", "Harry", "Ava", "Jack", "Emily"),
+           ("Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Davies", "Evans")),
+    "CA": (("Liam", "Noah", "Olivia", "Emma", "Ethan", "Charlotte", "Lucas", "Amelia", "Owen", "Chloe"),
+           ("Smith", "Brown", "Tremblay", "Wilson", "MacDonald", "Campbell", "Anderson", "Taylor", "Lee", "Martin")),
+    "CA-QC": (("Félix", "Léa", "William", "Alice", "Samuel", "Florence", "Mathis", "Juliette"),
+              ("Tremblay", "Gagnon", "Roy", "Côté", "Bouchard", "Gauthier", "Morin", "Lavoie")),
 }
-LAST_NAMES = {
-    "de": ("Müller", "Schmidt", "Schneider", "Fischer", "Weber", "Meyer", "Wagner", "Becker", "Hoffmann", "Koch"),
-    "fr": ("Martin", "Bernard", "Dubois", "Thomas", "Robert", "Richard", "Petit", "Durand", "Leroy", "Moreau"),
-    "pl": ("Nowak", "Kowalski", "Wiśniewski", "Wójcik", "Kowalczyk", "Kamiński", "Lewandowski", "Zieliński"),
-    "en": ("Smith", "Brown", "Tremblay", "Wilson", "Roy", "Murphy", "Rossi", "García", "Andersson", "Jensen",
-           "Virtanen", "Silva", "Novák", "O'Brien", "Taylor", "MacDonald", "de Vries", "Peeters"),
+# Canadian area codes by province / territory (phonenumbers checks the result).
+CA_AREA_CODES = {
+    "CA-AB": "403", "CA-BC": "604", "CA-MB": "204", "CA-NB": "506", "CA-NL": "709", "CA-NS": "902", "CA-NT": "867",
+    "CA-NU": "867", "CA-ON": "416", "CA-PE": "902", "CA-QC": "514", "CA-SK": "306", "CA-YT": "867",
 }
 COMPANY_WORDS = ("Nordlicht", "Bluewave", "Pixelwerk", "Atlas", "Cloudnine", "Kestrel", "Lumen", "Granite",
                  "Harbor", "Quantum", "Evergreen", "Polaris", "Brightside", "Maple", "Ironbridge", "Fjord")
@@ -280,16 +308,19 @@ def make_tax_id(rng: random.Random, country: str) -> str:
     return ""
 
 
-def make_phone(rng: random.Random, country: str) -> str:
-    """An E.164 number phonenumbers accepts: the region's example mobile number with varied last digits."""
+def make_phone(rng: random.Random, country: str, region: str = "") -> str:
+    """An E.164 number phonenumbers accepts: the region's example mobile number with varied last digits
+    (in Canada: a local number of the province's area code)."""
     example = phonenumbers.example_number_for_type(country, phonenumbers.PhoneNumberType.MOBILE)
     if example is None:
         return ""
     national = str(example.national_number)
     for _ in range(50):
-        tail = "".join(str(rng.randrange(10)) for _ in range(4))
-        candidate = phonenumbers.PhoneNumber(country_code=example.country_code,
-                                             national_number=int(national[:-4] + tail))
+        if country == "CA" and region in CA_AREA_CODES:
+            number = f"{CA_AREA_CODES[region]}{rng.randint(200, 999)}{rng.randrange(10_000):04d}"
+        else:
+            number = national[:-4] + f"{rng.randrange(10_000):04d}"
+        candidate = phonenumbers.PhoneNumber(country_code=example.country_code, national_number=int(number))
         if phonenumbers.is_valid_number(candidate):
             return phonenumbers.format_number(candidate, phonenumbers.PhoneNumberFormat.E164)
     return phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)
@@ -406,10 +437,8 @@ def _make_client(index: int, ref: dict, managers: list[User], parents: dict[int,
 
     rng = random.Random(SEED * 100_000 + index)
     country, place, (city, region, postcode) = _place(rng)
-    lang_key = place["lang"] if place["lang"] in FIRST_NAMES else "en"
-    if country == "CA" and region == "CA-QC":
-        lang_key = "fr"
-    firstname, lastname = rng.choice(FIRST_NAMES[lang_key]), rng.choice(LAST_NAMES[lang_key])
+    first_names, last_names = NAMES["CA-QC" if region == "CA-QC" else country]
+    firstname, lastname = rng.choice(first_names), rng.choice(last_names)
     is_company = rng.random() < 0.5
     company = f"{rng.choice(COMPANY_WORDS)} {lastname} {rng.choice(place['suffixes'])}" if is_company else ""
     tax_id = make_tax_id(rng, country) if is_company and rng.random() < 0.7 else ""
@@ -421,7 +450,7 @@ def _make_client(index: int, ref: dict, managers: list[User], parents: dict[int,
 
     data = NewClient(
         email=demo_email(index), firstname=firstname, lastname=lastname, company_name=company, tax_id=tax_id,
-        phone=make_phone(rng, country), language=_language("fr" if region == "CA-QC" else place["lang"]),
+        phone=make_phone(rng, country, region), language=_language("fr" if region == "CA-QC" else place["lang"]),
         currency_id=currency.id, status=status, group_id=ref["groups"][group_name].id if group_name else None,
         manager_id=manager.id if manager is not None else None,
         address1=f"{rng.choice(place['streets'])} {rng.randint(1, 180)}", address2=rng.choice(["", "", "", "2nd floor"]),
@@ -459,8 +488,8 @@ def _make_client(index: int, ref: dict, managers: list[User], parents: dict[int,
         o_city, o_region, o_postcode = rng.choice(place["cities"])
         create_address(client, {
             "type": rng.choice(("shipping", "service")), "name": rng.choice(("Warehouse", "Office", "Data centre")),
-            "contact_name": f"{rng.choice(FIRST_NAMES[lang_key])} {lastname}",
-            "contact_phone": make_phone(rng, country), "contact_email": f"ops{index:04d}@{DEMO_DOMAIN}",
+            "contact_name": f"{rng.choice(first_names)} {lastname}",
+            "contact_phone": make_phone(rng, country, o_region), "contact_email": f"ops{index:04d}@{DEMO_DOMAIN}",
             "address1": f"{rng.choice(place['streets'])} {rng.randint(1, 180)}", "city": o_city,
             "postcode": o_postcode, "country": country,
             "region": o_region if o_region in {c for c, _ in regions(country)} else "",
@@ -468,7 +497,7 @@ def _make_client(index: int, ref: dict, managers: list[User], parents: dict[int,
     if rng.random() < 0.15:
         for n in range(1, rng.choice((1, 1, 2)) + 1):
             perms = rng.sample(CLIENT_PERMISSIONS, k=rng.randint(1, len(CLIENT_PERMISSIONS) - 1))
-            create_and_associate(client, f"user{index:04d}.{n}@{DEMO_DOMAIN}", rng.choice(FIRST_NAMES[lang_key]),
+            create_and_associate(client, f"user{index:04d}.{n}@{DEMO_DOMAIN}", rng.choice(first_names),
                                  lastname, perms)
     for _ in range(rng.choice((0, 1, 1, 2, 3))):
         notes.add_note(client, rng.choice(NOTES))
