@@ -71,6 +71,8 @@ def test_demo_data_is_complete_valid_and_idempotent(app, db):
     assert db.scalar(select(func.count()).select_from(ClientAddress).where(ClientAddress.type != "billing")) > 0
     extra = db.scalars(select(ClientUser).where(ClientUser.is_owner.is_(False))).all()
     assert extra and all(set(cu.permissions) < set(CLIENT_PERMISSIONS) for cu in extra)
+    links_per_login = db.execute(select(ClientUser.user_id, func.count()).group_by(ClientUser.user_id)).all()
+    assert any(n > 1 for _, n in links_per_login)  # some logins serve several clients
     assert db.scalar(select(func.count()).select_from(ClientNote).where(ClientNote.sticky.is_(True))) > 0
     fields = {f.name: f for f in db.scalars(select(CustomField))}
     assert {f.field_type for f in fields.values()} == {"text", "number", "select", "bool", "date"}

@@ -431,7 +431,7 @@ def _language(preferred: str) -> str:
 def _make_client(index: int, ref: dict, managers: list[User], parents: dict[int, int]) -> Client:
     from . import custom_fields, notes
     from .addresses import create_address
-    from .client_users import create_and_associate
+    from .client_users import associate_existing, create_and_associate
     from .clients import NewClient, create_client
     from .profile import profile_form_data, update_profile
 
@@ -497,8 +497,16 @@ def _make_client(index: int, ref: dict, managers: list[User], parents: dict[int,
     if rng.random() < 0.15:
         for n in range(1, rng.choice((1, 1, 2)) + 1):
             perms = rng.sample(CLIENT_PERMISSIONS, k=rng.randint(1, len(CLIENT_PERMISSIONS) - 1))
-            create_and_associate(client, f"user{index:04d}.{n}@{DEMO_DOMAIN}", rng.choice(first_names),
-                                 lastname, perms)
+            other = rng.randrange(1, index) if index > 1 else 0
+            if other and rng.random() < 0.5:
+                # A login that already owns another demo client (an accountant serving several companies).
+                try:
+                    associate_existing(client, demo_email(other), perms)
+                except DomainError:  # that client was not made (its email was taken): no link then
+                    pass
+            else:
+                create_and_associate(client, f"user{index:04d}.{n}@{DEMO_DOMAIN}", rng.choice(first_names),
+                                     lastname, perms)
     for _ in range(rng.choice((0, 1, 1, 2, 3))):
         notes.add_note(client, rng.choice(NOTES))
     if status in ("suspended", "fraud") or rng.random() < 0.1:
