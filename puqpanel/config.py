@@ -51,6 +51,7 @@ def build_config(instance_path: str) -> dict:
         "FAB_CREATE_DB": False,
         "FAB_UPDATE_PERMS": False,
         "FAB_ADD_SECURITY_API": True,
+        "FAB_INDEX_VIEW": "puqpanel.views.index.PuqIndexView",
         "AUTH_TYPE": 1,  # AUTH_DB
         "AUTH_ROLE_ADMIN": "Admin",
         "AUTH_ROLE_PUBLIC": "Public",

@@ -44,7 +44,7 @@ def app():
     from puqpanel.paths import MIGRATIONS_DIR
     from puqpanel.security import sync_roles
 
-    app = create_app({"TESTING": True, "SERVER_NAME": "localhost.localdomain"})
+    app = create_app({"TESTING": True})
     with app.app_context():
         upgrade(directory=MIGRATIONS_DIR)
         sync_roles()
