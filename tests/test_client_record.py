@@ -352,9 +352,7 @@ def _link_of(db, client, email) -> ClientUser | None:
 
 def test_associate_existing_client_login_and_manage_it(app, db, admin, client_row):
     other = new_client(email="bob@example.com")
-    db.add(UserSecurity(user_id=db.get(Client, client_row.id).users[0].user_id, two_factor_enabled=True)) \
-        if db.get(UserSecurity, client_row.users[0].user_id) is None else None
-    db.get(UserSecurity, client_row.users[0].user_id).two_factor_enabled = True
+    db.get(UserSecurity, client_row.users[0].user_id).two_factor_enabled = True  # made by create_login
     db.commit()
     users_url = url(client_row, "/users")
     resp = admin.post_form(url(client_row, "/users/associate"),

@@ -5,6 +5,7 @@ from typing import Iterable
 
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from ..models import CLIENT_PERMISSIONS, Client, ClientUser, User, UserSecurity
 from . import DomainError, NotFound, activity
@@ -102,6 +103,9 @@ def associate_existing(client: Client, email: str, permissions: Iterable[str]) -
     try:
         link = _link(client, user, perms, "client_user.link", f"Login {user.email} linked")
         session.commit()
+    except IntegrityError:  # linked concurrently
+        session.rollback()
+        raise DomainError({"email": str(_l("This login is already linked to the client."))})
     except Exception:
         session.rollback()
         raise
@@ -136,6 +140,9 @@ def create_and_associate(
         user, password = create_login(email, firstname, lastname, password)
         link = _link(client, user, perms, "client_user.create", f"Login {email} created and linked")
         session.commit()
+    except IntegrityError:  # the same email registered concurrently
+        session.rollback()
+        raise DomainError({"email": str(_l("A user with this email already exists."))})
     except Exception:
         session.rollback()
         raise

@@ -7,6 +7,7 @@ from typing import Any, Mapping
 from flask import current_app
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from ..models import CLIENT_STATUSES, Client, ClientGroup, Currency, Invoice, Service, Tag, User, UserSecurity
 from ..models.base import MONEY_PLACES
@@ -207,6 +208,9 @@ def update_profile(client: Client, data: Mapping[str, Any]) -> dict[str, list]:
             description="Profile updated",
         )
         session.commit()
+    except IntegrityError:  # a concurrent save took the same tax id between the check and the commit
+        session.rollback()
+        raise DomainError({"tax_id": str(_l("Another client already has this tax id."))})
     except Exception:
         session.rollback()
         raise

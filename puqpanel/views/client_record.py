@@ -87,7 +87,7 @@ def change_lines(entry: ActivityLog) -> list[str]:
     for field, value in changes.items():
         if not snapshot and isinstance(value, list) and len(value) == 2:
             lines.append(f"{field}: {_show(value[0])} → {_show(value[1])}")
-        else:
+        elif value not in (None, "", []):  # a snapshot lists only the fields that hold something
             lines.append(f"{field}: {_show(value)}")
     return lines
 
