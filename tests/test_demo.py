@@ -151,4 +151,4 @@ def test_demo_cli_command(app, db):
     assert db.scalar(select(func.count()).select_from(Client)) == 4
     again = runner.invoke(demo_command, ["--clients", "4"])
     assert again.exit_code == 0 and "new clients 0" in again.output
-    assert "password" not in again.output
+    assert "manager.anna password" not in again.output

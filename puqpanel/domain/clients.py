@@ -8,6 +8,7 @@ from typing import Any
 from flask import current_app
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select
+from werkzeug.security import generate_password_hash
 
 from ..models import (
     CLIENT_PERMISSIONS,
@@ -79,6 +80,7 @@ class NewClient:
     postcode: str = ""
     region: str = ""
     tag_ids: list[int] = field(default_factory=list)
+    password_hash: str = ""  # bulk loaders only: an already hashed password for the owner login
 
 
 def _required(errors: dict, data: Any, names: tuple[str, ...]) -> None:
@@ -148,24 +150,40 @@ def check_tax_id_unique(tax_id: str | None, client_id: int | None = None) -> Non
         raise DomainError({"tax_id": str(_l("Another client already has this tax id."))})
 
 
-def create_login(email: str, firstname: str, lastname: str, password: str = "") -> tuple[User, str]:
-    """A client-area login (FAB user with the Client role). Returns the user and its password."""
+def hash_password(password: str) -> str:
+    """Hash the way FAB's own user screens do (FAB_PASSWORD_HASH_METHOD / _SALT_LENGTH)."""
+    return generate_password_hash(
+        password=password,
+        method=current_app.config.get("FAB_PASSWORD_HASH_METHOD", "scrypt"),
+        salt_length=current_app.config.get("FAB_PASSWORD_HASH_SALT_LENGTH", 16),
+    )
+
+
+def create_login(
+    email: str, firstname: str, lastname: str, password: str = "", password_hash: str = ""
+) -> tuple[User, str]:
+    """A client-area login (FAB user with the Client role). Returns the user and its password.
+
+    `password_hash` (bulk loaders such as the demo) skips hashing; the returned password is then "".
+    """
     from ..cli import generate_password
 
     session = get_session()
     sm = current_app.appbuilder.sm
     if session.scalar(select(User.id).where(func.lower(User.email) == email.lower())) is not None:
         raise DomainError({"email": str(_l("A user with this email already exists."))})
-    password = password or generate_password()
-    from werkzeug.security import generate_password_hash
-
+    if not password_hash:
+        password = password or generate_password()
+        password_hash = hash_password(password)
+    else:
+        password = ""
     user = User(
         first_name=firstname,
         last_name=lastname,
         username=email,
         email=email,
         active=True,
-        password=generate_password_hash(password),
+        password=password_hash,
         roles=[sm.find_role(CLIENT_ROLE)],
     )
     session.add(user)
@@ -200,7 +218,9 @@ def create_client(data: NewClient) -> tuple[Client, str]:
 
     session = get_session()
     try:
-        user, password = create_login(email, data.firstname.strip(), data.lastname.strip(), data.password)
+        user, password = create_login(
+            email, data.firstname.strip(), data.lastname.strip(), data.password, data.password_hash
+        )
         client = Client(
             firstname=data.firstname.strip(),
             lastname=data.lastname.strip(),

@@ -35,6 +35,7 @@ from ..models import (
 )
 from ..security import CLIENT_ROLE
 from . import DomainError
+from .clients import hash_password
 from .session import get_session
 from .validation import normalize_tax_id, regions
 
@@ -428,7 +429,7 @@ def _language(preferred: str) -> str:
     return preferred if preferred in offered else ("en" if "en" in offered else next(iter(offered)))
 
 
-def _make_client(index: int, ref: dict, managers: list[User], parents: dict[int, int]) -> Client:
+def _make_client(index: int, ref: dict, managers: list[User], parents: dict[int, int], owner_hash: str) -> Client:
     from . import custom_fields, notes
     from .addresses import create_address
     from .client_users import associate_existing, create_and_associate
@@ -454,7 +455,7 @@ def _make_client(index: int, ref: dict, managers: list[User], parents: dict[int,
         currency_id=currency.id, status=status, group_id=ref["groups"][group_name].id if group_name else None,
         manager_id=manager.id if manager is not None else None,
         address1=f"{rng.choice(place['streets'])} {rng.randint(1, 180)}", address2=rng.choice(["", "", "", "2nd floor"]),
-        city=city, postcode=postcode, country=country, region=region, tag_ids=tag_ids,
+        city=city, postcode=postcode, country=country, region=region, tag_ids=tag_ids, password_hash=owner_hash,
     )
     try:
         client, _ = create_client(data)
@@ -538,6 +539,10 @@ def _demo_owner_emails(session) -> set[str]:
     ))
 
 
+# Every demo client owner login shares this password (hashed once: hashing is the slow part of a load).
+DEMO_CLIENT_PASSWORD = "Demo-client1"
+
+
 def load_demo(client_count: int = 200, progress: bool = True) -> dict[str, Any]:
     """Create the demo data that is missing; returns a summary (counts, and new staff passwords once)."""
     sm = current_app.appbuilder.sm
@@ -556,8 +561,9 @@ def load_demo(client_count: int = 200, progress: bool = True) -> dict[str, Any]:
     )}
     todo = [i for i in range(1, client_count + 1) if demo_email(i) not in existing and demo_email(i) not in taken]
     created = 0
+    owner_hash = hash_password(DEMO_CLIENT_PASSWORD)
     for index in tqdm(todo, desc="Demo clients", unit="client", disable=not progress):
-        _make_client(index, ref, managers, parents)
+        _make_client(index, ref, managers, parents, owner_hash)
         created += 1
 
     summary: dict[str, Any] = {
@@ -571,5 +577,6 @@ def load_demo(client_count: int = 200, progress: bool = True) -> dict[str, Any]:
         "custom fields": session.scalar(select(func.count()).select_from(CustomField)),
         "staff managers": ", ".join(m.username for m in managers),
     }
+    summary["client owner logins"] = f"client0001@{DEMO_DOMAIN} … password {DEMO_CLIENT_PASSWORD}"
     summary.update(passwords)
     return summary
