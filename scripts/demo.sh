@@ -47,7 +47,7 @@ fi
 export PATH="$ROOT/.venv/bin:$PATH"
 
 # --- Translations (the .mo files are build output, not committed) ---------------------------------
-scripts/translations.sh compile >/dev/null
+scripts/translations.sh compile
 
 # --- Database, roles, admin, demo data --------------------------------------------------------------
 export PUQPANEL_INSTANCE_PATH="${PUQPANEL_INSTANCE_PATH:-$ROOT/instance}"
@@ -74,11 +74,25 @@ if echo "$out" | grep -q "already exists"; then
     if [ -n "${ADMIN_PASSWORD:-}" ]; then
         puqpanel fab reset-password --username "$admin_user" --password "$password" >/dev/null
         echo "Password of $admin_user reset to ADMIN_PASSWORD."
-    elif [ ! -s "$pw_file" ]; then
-        password=""  # created some other way: its password is not ours to know
+    elif [ ! -s "$pw_file" ] || ! python - "$admin_user" "$password" 2>/dev/null <<'PY'
+import sys
+
+from werkzeug.security import check_password_hash
+
+from puqpanel.app import create_app
+
+app = create_app()
+with app.app_context():
+    user = app.appbuilder.sm.find_user(username=sys.argv[1])
+    sys.exit(0 if user is not None and check_password_hash(user.password, sys.argv[2]) else 1)
+PY
+    then
+        password=""  # set elsewhere (FAB's screens, ADMIN_PASSWORD, create-admin): not ours to print
     fi
 fi
-if [ -n "$password" ] && [ -z "${ADMIN_PASSWORD:-}" ]; then
+if [ -n "${ADMIN_PASSWORD:-}" ] || [ -z "$password" ]; then
+    rm -f "$pw_file"  # only a password this script generated is kept
+else
     (umask 077 && printf '%s\n' "$password" >"$pw_file")
 fi
 
@@ -93,7 +107,7 @@ cat <<EOF
 ============================================================
  puqpanel is starting:  http://$host:$port/
  staff admin login:     $admin_user
- password:              ${password:-(unchanged: the password it already had; ADMIN_PASSWORD=... ./scripts/demo.sh resets it)}
+ password:              ${password:-(the one you set; ADMIN_PASSWORD=... ./scripts/demo.sh resets it)}
  (Ctrl+C stops the server; running ./scripts/demo.sh again keeps the data)
 ============================================================
 

@@ -100,7 +100,8 @@ missing() {
 compile() {
     # -f: a catalog whose header is still marked fuzzy compiles too; empty msgstr entries simply fall
     # back to English at run time.
-    "$PYBABEL" compile -f -d translations -D messages --statistics
+    "$PYBABEL" -q compile -f -d translations -D messages
+    echo "compiled: $(ls translations/*/LC_MESSAGES/messages.mo | wc -l) catalogs (translations/*/LC_MESSAGES/messages.mo)"
 }
 
 if [ $# -eq 0 ]; then
