@@ -53,7 +53,7 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 
 # --- Translations ----------------------------------------------------------------------------------
-scripts/translations.sh compile >/dev/null
+scripts/translations.sh compile
 
 if [ -n "${PUQPANEL_TEST_DATABASE_URL:-}" ]; then
     echo "==> database: PostgreSQL ${PUQPANEL_TEST_DATABASE_URL%%\?*} (wiped by the test run)"
