@@ -63,13 +63,22 @@ def _tables(app):
 @pytest.fixture()
 def db(app, _tables):
     """The app's SQLAlchemy session inside an app context; all data rows are wiped after the test."""
+    from flask import g, request_started
+
     from puqpanel.extensions import db as fsa
+
+    def fresh_g(sender, **extra):
+        # Test-client requests reuse this pushed app context and so its `g`: clear it per request, or
+        # Flask-Login's cached user and Flask-WTF's cached CSRF token leak from one browser to the next.
+        g.__dict__.clear()
 
     ctx = app.app_context()
     ctx.push()
+    request_started.connect(fresh_g, app)
     try:
         yield fsa.session
     finally:
+        request_started.disconnect(fresh_g, app)
         fsa.session.rollback()
         fsa.session.remove()
         with fsa.engine.begin() as conn:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from flask import g, request_started
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash
 
@@ -19,17 +18,6 @@ from puqpanel.models import (
     Tag,
     User,
 )
-
-
-@pytest.fixture(autouse=True)
-def _fresh_request_globals(app):
-    """Each test request starts with empty `g` (the db fixture's app context is reused by requests)."""
-    def clear(sender, **extra):
-        g.__dict__.clear()
-
-    request_started.connect(clear, app)
-    yield
-    request_started.disconnect(clear, app)
 
 
 @pytest.fixture()

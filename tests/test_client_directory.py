@@ -8,7 +8,6 @@ import re
 from decimal import Decimal
 
 import pytest
-from flask import g, request_started
 from sqlalchemy import event, update
 from werkzeug.security import generate_password_hash
 
@@ -26,21 +25,6 @@ from puqpanel.models import (
     UserSecurity,
 )
 from puqpanel.security import ROLE_DEFINITIONS
-
-
-@pytest.fixture(autouse=True)
-def _fresh_request_globals(app):
-    """Each test request starts with empty `g`, as in a real server.
-
-    The db fixture keeps an app context pushed, which Flask reuses for test-client requests; without this,
-    Flask-Login's cached user and Flask-WTF's cached token would leak from one browser into the next.
-    """
-    def clear(sender, **extra):
-        g.__dict__.clear()
-
-    request_started.connect(clear, app)
-    yield
-    request_started.disconnect(clear, app)
 
 
 @pytest.fixture()

@@ -351,7 +351,7 @@ def _link_of(db, client, email) -> ClientUser | None:
 
 
 def test_associate_existing_client_login_and_manage_it(app, db, admin, client_row):
-    other = new_client(email="bob@example.com")
+    new_client(email="bob@example.com")  # bob owns another client; his login gets linked here too
     db.get(UserSecurity, client_row.users[0].user_id).two_factor_enabled = True  # made by create_login
     db.commit()
     users_url = url(client_row, "/users")

@@ -5,9 +5,9 @@ import os
 import subprocess
 import sys
 
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect
 
-from conftest import IS_POSTGRES, TEST_DB_URL
+from conftest import TEST_DB_URL
 
 
 def test_migrations_create_every_table(app, db):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Optional
 
 from flask_appbuilder import Model
 from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
