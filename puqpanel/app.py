@@ -1,6 +1,7 @@
 """The bundled application: `puqpanel.app:create_app()`."""
 from __future__ import annotations
 
+import logging
 import os
 
 from flask import Flask
@@ -11,6 +12,8 @@ from .paths import MIGRATIONS_DIR
 
 
 def create_app(overrides: dict | None = None) -> Flask:
+    # FAB warns about filters on its own security models at every start; nothing to act on.
+    logging.getLogger("flask_appbuilder.models.filters").setLevel(logging.ERROR)
     instance_path = os.environ.get("PUQPANEL_INSTANCE_PATH") or None
     app = Flask("puqpanel", instance_path=instance_path, instance_relative_config=True)
     app.config.update(build_config(app.instance_path))

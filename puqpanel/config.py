@@ -64,7 +64,9 @@ def build_config(instance_path: str) -> dict:
         "PUQPANEL_BROKER_URL": broker_url,
         "CELERY": {
             "broker_url": broker_url or "memory://",
-            "result_backend": None,
+            # Redis serves as result backend too, unless PUQPANEL_RESULT_BACKEND names another.
+            "result_backend": os.environ.get("PUQPANEL_RESULT_BACKEND")
+            or (broker_url if broker_url.startswith("redis") else None),
             "task_always_eager": not broker_url,
             "task_eager_propagates": True,
             "task_acks_late": True,

@@ -22,7 +22,7 @@ from ..models import (
     User,
     UserSecurity,
 )
-from ..security import CLIENT_ROLE, client_scope
+from ..security import CLIENT_ROLE, client_scope, current_user_id, has_perm
 from . import DomainError, NotFound, activity
 from .session import get_session
 from .validation import check_country, check_region, normalize_email, normalize_phone, normalize_tax_id
@@ -198,6 +198,10 @@ def create_client(data: NewClient) -> tuple[Client, str]:
     Validates everything first and raises DomainError with every field error; nothing is written then.
     """
     errors: dict[str, str] = {}
+    acting_user = current_user_id()
+    if acting_user is not None and not has_perm("can_access_all"):
+        # Staff limited to the clients they manage become the manager of what they create.
+        data.manager_id = acting_user
     _required(errors, data, ("email", "firstname", "lastname", "address1", "city", "country"))
     email = _collect(errors, normalize_email, data.email) if data.email else None
     country = _collect(errors, check_country, data.country) if data.country else None

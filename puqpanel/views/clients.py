@@ -314,8 +314,6 @@ class ClientDirectoryView(BaseView):
         general_errors: list[str] = []
         if request.method == "POST" and form.validate():
             data = form.to_new_client()
-            if not has_perm("can_access_all"):
-                data.manager_id = current_user_id()
             try:
                 client, password = create_client(data)
             except DomainError as exc:
