@@ -19,7 +19,7 @@ from puqpanel.paths import TRANSLATIONS_DIR
 LANGUAGES = ("en", "de", "fr", "pl", "uk")
 TRANSLATED = ("de", "fr", "pl", "uk")  # en is the source language
 
-# Strings every catalog must translate: menus, client statuses, the create-client form, domain errors.
+# Strings every catalog must translate: menus, client statuses, the create-client form, domain errors, record tabs.
 REQUIRED = [
     # menus
     "Clients", "Manage Clients", "Client Groups", "Custom Fields",
@@ -36,10 +36,12 @@ REQUIRED = [
     "Another client already has this tax id.",
     "A user with this email already exists.",
     "Client not found.",
+    # client record tabs (puqpanel/views/client_record.py; "Custom Fields" is listed with the menus)
+    "Summary", "Profile", "Addresses", "Users", "Notes", "Activity",
 ]
 
-# Words spelled the same in some of the languages (German "Status" and "Tags", French "Clients").
-SAME_IN_SOME_LANGUAGES = {"Status", "Tags", "Clients"}
+# Words spelled the same in some of the languages (German "Status" and "Tags", French "Clients" and "Notes").
+SAME_IN_SOME_LANGUAGES = {"Status", "Tags", "Clients", "Notes"}
 
 # What the menu category "Clients" and the group list title read in each language.
 CLIENTS_LABEL = {"en": "Clients", "de": "Kunden", "fr": "Clients", "pl": "Klienci", "uk": "Клієнти"}
