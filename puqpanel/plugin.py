@@ -37,6 +37,9 @@ class PuqPanel:
         from . import models  # noqa: F401  (tables on the metadata before anything queries)
         from .cli import puqpanel_group
         from .views import register_views
+        from .views.formatting import register_template_helpers
+
+        register_template_helpers(app)
 
         register_views(appbuilder)
         app.cli.add_command(puqpanel_group)

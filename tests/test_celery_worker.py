@@ -32,7 +32,7 @@ def worker(app, tmp_path):
 def test_worker_runs_a_task_on_the_app_database(worker):
     from celery import Celery
 
-    client = Celery("puqpanel-test-client", broker=BROKER, backend=BROKER)
+    client = Celery("puqpanel-test-client", broker=BROKER, backend=BROKER, set_as_current=False)
     client.conf.broker_connection_retry_on_startup = True
     deadline = time.monotonic() + 60
     result = client.send_task("puqpanel.ping")

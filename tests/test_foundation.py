@@ -74,7 +74,7 @@ def test_config_from_environment(tmp_path, monkeypatch):
 def test_eager_celery_task_uses_app_database(app, db):
     from puqpanel.tasks.jobs import ping
 
-    assert ping.delay().get() == "1"
+    assert ping.delay().get(timeout=10) == "1"
 
 
 def test_login_page_and_csrf_enforced(app, db, staff):

@@ -110,3 +110,35 @@ def _cc_module(country: str, name: str):
         return get_cc_module(country.lower(), name)
     except Exception:
         return None
+
+
+# Ids arrive from forms and URLs; anything outside a 32-bit positive integer cannot be a row here.
+MAX_ID = 2**31 - 1
+
+
+def parse_id(value, field: str, required: bool = False) -> int | None:
+    """A row id from user input, or None when blank; DomainError on anything else."""
+    text = str(value if value is not None else "").strip()
+    if not text or text in ("0", "None"):
+        if required:
+            raise DomainError({field: str(_l("This field is required."))})
+        return None
+    if not text.isdigit() or int(text) > MAX_ID:
+        raise DomainError({field: str(_l("Not a valid choice."))})
+    return int(text)
+
+
+def column_length(attribute) -> int | None:
+    """The declared length of a mapped String attribute (e.g. User.first_name → 64)."""
+    return getattr(attribute.property.columns[0].type, "length", None)
+
+
+def check_lengths(values: dict[str, str], columns: dict[str, object]) -> dict[str, str]:
+    """Field errors for values longer than their column allows."""
+    errors = {}
+    for name, column in columns.items():
+        limit = column_length(column)
+        value = values.get(name) or ""
+        if limit and len(value) > limit:
+            errors[name] = str(_l("At most %(count)d characters.", count=limit))
+    return errors
