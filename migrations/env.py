@@ -56,9 +56,15 @@ def run_migrations_online():
 
     connectable = get_engine()
     with connectable.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # Batch migrations copy and drop tables; with foreign keys on, ON DELETE would fire.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
         context.configure(connection=connection, process_revision_directives=process_revision_directives, **_options())
         with context.begin_transaction():
             context.run_migrations()
+        if connection.dialect.name == "sqlite":  # the connection goes back to the app's pool
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
 
 
 if context.is_offline_mode():

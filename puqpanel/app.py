@@ -38,4 +38,9 @@ def create_app(overrides: dict | None = None) -> Flask:
         celery_init_app(app)
     for command in commands:
         app.cli.add_command(command)
+    proxies = int(app.config.get("PUQPANEL_TRUSTED_PROXIES") or 0)
+    if proxies:  # behind N reverse proxies: take the client address and scheme from their headers
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     return app

@@ -4,22 +4,9 @@ In a host app the same commands are under `flask puqpanel ...`.
 """
 from __future__ import annotations
 
-import secrets
-import string
-import sys
-
 import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
-
-
-def generate_password(length: int = 16) -> str:
-    """Random password that satisfies the password policy (letters, a digit, a special character)."""
-    alphabet = string.ascii_letters + string.digits
-    body = [secrets.choice(alphabet) for _ in range(length - 2)]
-    body.insert(secrets.randbelow(len(body)), secrets.choice(string.digits))
-    body.insert(secrets.randbelow(len(body)), secrets.choice("!#%+-=?@_"))
-    return "".join(body)
 
 
 @click.command("init")
@@ -46,6 +33,8 @@ def init_command():
 @with_appcontext
 def create_admin_command(username, email, firstname, lastname, password, role):
     """Create a staff user (Admin by default); prints the credentials once. Re-running keeps the user."""
+    from .domain.passwords import generate_password
+
     sm = current_app.appbuilder.sm
     user = sm.find_user(username=username)
     if user is not None:
@@ -67,7 +56,7 @@ def demo_command(clients):
     """Load realistic demo data (idempotent): home company, currencies, tax rules, groups, tags, clients."""
     from .domain.demo import load_demo
 
-    summary = load_demo(client_count=clients, progress=sys.stderr.isatty() or True)
+    summary = load_demo(client_count=clients, progress=True)
     click.echo("Demo data ready: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
 
 

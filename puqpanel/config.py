@@ -62,6 +62,8 @@ def build_config(instance_path: str) -> dict:
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "PUQPANEL_BROKER_URL": broker_url,
+        # Number of reverse proxies in front of the app whose X-Forwarded-* headers are trusted.
+        "PUQPANEL_TRUSTED_PROXIES": int(os.environ.get("PUQPANEL_TRUSTED_PROXIES") or 0),
         "CELERY": {
             "broker_url": broker_url or "memory://",
             # Redis serves as result backend too, unless PUQPANEL_RESULT_BACKEND names another.

@@ -6,7 +6,9 @@
 """
 from __future__ import annotations
 
-from flask import Blueprint, current_app
+from flask import Blueprint, abort, current_app, request
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from .paths import TRANSLATIONS_DIR
 
@@ -40,6 +42,7 @@ class PuqPanel:
         from .views.formatting import register_template_helpers
 
         register_template_helpers(app)
+        app.before_request(refuse_nul_bytes)
 
         register_views(appbuilder)
         app.cli.add_command(puqpanel_group)
@@ -52,3 +55,23 @@ class PuqPanel:
         dirs = app.config.get("BABEL_TRANSLATION_DIRECTORIES", "")
         if TRANSLATIONS_DIR not in dirs:
             app.config["BABEL_TRANSLATION_DIRECTORIES"] = f"{dirs};{TRANSLATIONS_DIR}" if dirs else TRANSLATIONS_DIR
+
+
+def refuse_nul_bytes():
+    """400 for a NUL byte anywhere in the query or form: no database stores it in text (PostgreSQL errors)."""
+    values = [request.path, *request.args.values()]
+    if request.method in ("POST", "PUT", "PATCH") and request.mimetype in (
+        "application/x-www-form-urlencoded", "multipart/form-data"
+    ):
+        values.extend(request.form.values())
+    if any("\x00" in value for value in values):
+        abort(400)
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_foreign_keys(dbapi_connection, connection_record):
+    """SQLite enforces FOREIGN KEY (and ON DELETE) only when asked, per connection."""
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()

@@ -6,7 +6,7 @@ staff roles in FAB's role screens. The built-in roles are synced in code by `puq
 """
 from __future__ import annotations
 
-from flask import current_app, g
+from flask import current_app, g, has_request_context
 from flask_appbuilder.security.sqla.manager import SecurityManager
 from sqlalchemy import false, select, true
 
@@ -29,7 +29,6 @@ CLIENT_PERMS = (
     "can_manage_users",  # link / create / unlink client users, transfer ownership
     "can_access_all",  # without it a staff user reaches only the clients it manages
 )
-CRUD = ("can_list", "can_show", "can_add", "can_edit", "can_delete")
 
 ADMIN_ROLE = "Admin"
 CLIENT_ROLE = "Client"
@@ -111,13 +110,14 @@ def client_scope():
     """SQL condition on Client selecting the rows the current user may reach.
 
     Staff with Clients.can_access_all see every client; other staff only the clients they manage.
-    With no logged-in user (CLI, Celery) nothing is filtered: those callers act as the system.
+    Outside a request (CLI, Celery) nothing is filtered: those callers act as the system. In a request
+    without a logged-in user nothing is reachable.
     """
     from .models import Client
 
     user_id = current_user_id()
     if user_id is None:
-        return true() if not getattr(g, "user", None) else false()
+        return false() if has_request_context() else true()
     if has_perm("can_access_all"):
         return true()
     return Client.manager_id == user_id

@@ -86,3 +86,33 @@ def test_login_page_and_csrf_enforced(app, db, staff):
 def test_login_and_reach_client_directory(browser, staff):
     browser.login("admin")
     assert browser.get("/clients/").status_code == 200
+
+
+def test_nul_byte_in_input_is_a_400(browser, staff):
+    browser.login("admin")
+    assert browser.get("/clients/?q=a%00b").status_code == 400
+
+
+def test_sqlite_enforces_foreign_keys(app, db):
+    from sqlalchemy import text
+
+    if db.get_bind().dialect.name != "sqlite":
+        assert db.get_bind().dialect.name == "postgresql"
+        return
+    assert db.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_deleting_a_tag_removes_it_from_clients(app, db):
+    from sqlalchemy import func, select
+
+    from puqpanel.models import Client, Currency, Tag, client_tag
+
+    cur = Currency(code="EUR", is_default=True)
+    tag = Tag(name="VIP", color="#ff0000")
+    client = Client(firstname="A", lastname="B", currency=cur, tags=[tag])
+    db.add(client)
+    db.commit()
+    db.execute(Tag.__table__.delete().where(Tag.id == tag.id))
+    db.commit()
+    assert db.scalar(select(func.count()).select_from(client_tag)) == 0
+    assert db.get(Client, client.id) is not None

@@ -8,8 +8,9 @@ from typing import Any
 from flask import current_app
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select
-from werkzeug.security import generate_password_hash
+from sqlalchemy.exc import IntegrityError
 
+from ..models.base import MONEY_MAX
 from ..models import (
     CLIENT_PERMISSIONS,
     CLIENT_STATUSES,
@@ -24,8 +25,16 @@ from ..models import (
 )
 from ..security import CLIENT_ROLE, client_scope, current_user_id, has_perm
 from . import DomainError, NotFound, activity
-from .session import get_session
-from .validation import check_country, check_region, normalize_email, normalize_phone, normalize_tax_id
+from .passwords import generate_password, hash_password
+from .session import get_session, transaction
+from .validation import (
+    check_country,
+    check_lengths,
+    check_region,
+    normalize_email,
+    normalize_phone,
+    normalize_tax_id,
+)
 
 # Fields the activity log records for a client (staff-only national_id included: the log is staff-only).
 PROFILE_FIELDS = (
@@ -52,13 +61,6 @@ def get_client(client_id: int) -> Client:
     return client
 
 
-def billing_address_of(client: Client) -> ClientAddress:
-    address = client.billing_address
-    if address is None:  # never happens for clients made by create_client
-        raise DomainError(str(_l("This client has no billing address.")))
-    return address
-
-
 @dataclass
 class NewClient:
     email: str
@@ -81,6 +83,19 @@ class NewClient:
     region: str = ""
     tag_ids: list[int] = field(default_factory=list)
     password_hash: str = ""  # bulk loaders only: an already hashed password for the owner login
+
+
+# Free-text fields of the create form and the columns that bound their length.
+_CLIENT_COLUMNS = {
+    "email": User.username,  # the owner's email is its login name
+    "firstname": User.first_name,  # copied onto the owner login, whose column is the shorter one
+    "lastname": User.last_name,
+    "company_name": Client.company_name,
+    "address1": ClientAddress.address1,
+    "address2": ClientAddress.address2,
+    "city": ClientAddress.city,
+    "postcode": ClientAddress.postcode,
+}
 
 
 def _required(errors: dict, data: Any, names: tuple[str, ...]) -> None:
@@ -140,6 +155,17 @@ def check_manager(manager_id: int | None) -> int | None:
     return manager_id
 
 
+def check_tags(tag_ids) -> list[Tag]:
+    """The Tag rows for the given ids; every id must exist."""
+    from .validation import parse_id
+
+    ids = {parse_id(t, "tag_ids") for t in tag_ids or []} - {None}
+    tags = list(get_session().scalars(select(Tag).where(Tag.id.in_(ids)).order_by(Tag.name))) if ids else []
+    if len(tags) != len(ids):
+        raise DomainError({"tag_ids": str(_l("Unknown tag."))})
+    return tags
+
+
 def check_tax_id_unique(tax_id: str | None, client_id: int | None = None) -> None:
     if not tax_id:
         return
@@ -150,27 +176,26 @@ def check_tax_id_unique(tax_id: str | None, client_id: int | None = None) -> Non
         raise DomainError({"tax_id": str(_l("Another client already has this tax id."))})
 
 
-def hash_password(password: str) -> str:
-    """Hash the way FAB's own user screens do (FAB_PASSWORD_HASH_METHOD / _SALT_LENGTH)."""
-    return generate_password_hash(
-        password=password,
-        method=current_app.config.get("FAB_PASSWORD_HASH_METHOD", "scrypt"),
-        salt_length=current_app.config.get("FAB_PASSWORD_HASH_SALT_LENGTH", 16),
-    )
-
-
 def create_login(
     email: str, firstname: str, lastname: str, password: str = "", password_hash: str = ""
 ) -> tuple[User, str]:
     """A client-area login (FAB user with the Client role). Returns the user and its password.
 
-    `password_hash` (bulk loaders such as the demo) skips hashing; the returned password is then "".
+    The email is the username. `password_hash` (bulk loaders such as the demo) skips hashing; the returned
+    password is then "".
     """
-    from ..cli import generate_password
-
     session = get_session()
     sm = current_app.appbuilder.sm
-    if session.scalar(select(User.id).where(func.lower(User.email) == email.lower())) is not None:
+    errors = check_lengths(
+        {"email": email, "firstname": firstname, "lastname": lastname},
+        {"email": User.username, "firstname": User.first_name, "lastname": User.last_name},
+    )
+    if errors:
+        raise DomainError(errors)
+    taken = session.scalar(
+        select(User.id).where((func.lower(User.email) == email.lower()) | (func.lower(User.username) == email.lower()))
+    )
+    if taken is not None:
         raise DomainError({"email": str(_l("A user with this email already exists."))})
     if not password_hash:
         password = password or generate_password()
@@ -217,58 +242,57 @@ def create_client(data: NewClient) -> tuple[Client, str]:
     manager_id = _collect(errors, check_manager, data.manager_id)
     if data.password and len(data.password) < 6:
         errors["password"] = str(_l("At least 6 characters, or leave it blank to generate one."))
+    tags = _collect(errors, check_tags, data.tag_ids)
+    errors.update(check_lengths(vars(data), _CLIENT_COLUMNS))
     if errors:
         raise DomainError(errors)
 
-    session = get_session()
     try:
-        user, password = create_login(
-            email, data.firstname.strip(), data.lastname.strip(), data.password, data.password_hash
-        )
-        client = Client(
-            firstname=data.firstname.strip(),
-            lastname=data.lastname.strip(),
-            company_name=(data.company_name or "").strip(),
-            tax_id=tax_id,
-            phone=phone or "",
-            language=language,
-            currency=currency,
-            status=status,
-            group_id=group_id,
-            manager_id=manager_id,
-        )
-        if data.tag_ids:
-            client.tags = list(session.scalars(select(Tag).where(Tag.id.in_(data.tag_ids))))
-        session.add(client)
-        client.addresses.append(
-            ClientAddress(
-                type="billing",
-                name="Billing",
-                contact_name=client.name,
-                contact_email=email,
-                contact_phone=phone or "",
-                address1=data.address1.strip(),
-                address2=(data.address2 or "").strip(),
-                city=data.city.strip(),
-                postcode=(data.postcode or "").strip(),
-                country=country,
-                region=region or "",
+        with transaction() as session:
+            user, password = create_login(
+                email, data.firstname.strip(), data.lastname.strip(), data.password, data.password_hash
             )
-        )
-        client.users.append(ClientUser(user=user, is_owner=True, permissions=list(CLIENT_PERMISSIONS)))
-        session.flush()
-        activity.record(
-            "client.create",
-            client_id=client.id,
-            object_type="client",
-            object_id=client.id,
-            changes=activity.snapshot(client, PROFILE_FIELDS),
-            description=f"Client created with owner {email}",
-        )
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
+            client = Client(
+                firstname=data.firstname.strip(),
+                lastname=data.lastname.strip(),
+                company_name=(data.company_name or "").strip(),
+                tax_id=tax_id,
+                phone=phone or "",
+                language=language,
+                currency=currency,
+                status=status,
+                group_id=group_id,
+                manager_id=manager_id,
+            )
+            client.tags = tags
+            session.add(client)
+            client.addresses.append(
+                ClientAddress(
+                    type="billing",
+                    name="Billing",
+                    contact_name=client.name,
+                    contact_email=email,
+                    contact_phone=phone or "",
+                    address1=data.address1.strip(),
+                    address2=(data.address2 or "").strip(),
+                    city=data.city.strip(),
+                    postcode=(data.postcode or "").strip(),
+                    country=country,
+                    region=region or "",
+                )
+            )
+            client.users.append(ClientUser(user=user, is_owner=True, permissions=list(CLIENT_PERMISSIONS)))
+            session.flush()
+            activity.record(
+                "client.create",
+                client_id=client.id,
+                object_type="client",
+                object_id=client.id,
+                changes=activity.snapshot(client, PROFILE_FIELDS),
+                description=f"Client created with owner {email}",
+            )
+    except IntegrityError:  # a concurrent create took the same email or tax id between check and insert
+        raise DomainError({"": str(_l("Another client or user was just saved with the same email or tax id."))})
     return client, password
 
 
@@ -277,6 +301,6 @@ def parse_money(value: Any, field_name: str) -> Decimal:
         amount = Decimal(str(value).strip() or "0")
     except InvalidOperation:
         raise DomainError({field_name: str(_l("Enter an amount like 100.00."))})
-    if not amount.is_finite() or abs(amount) >= Decimal("1e15"):
+    if not amount.is_finite() or abs(amount) > MONEY_MAX:
         raise DomainError({field_name: str(_l("Enter an amount like 100.00."))})
     return amount

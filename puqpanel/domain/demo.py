@@ -35,7 +35,7 @@ from ..models import (
 )
 from ..security import CLIENT_ROLE
 from . import DomainError
-from .clients import hash_password
+from .passwords import generate_password, hash_password
 from .session import get_session
 from .validation import normalize_tax_id, regions
 
@@ -405,8 +405,6 @@ def _ensure_reference(session) -> dict[str, Any]:
 
 
 def _ensure_managers(session) -> tuple[list[User], dict[str, str]]:
-    from ..cli import generate_password
-
     sm = current_app.appbuilder.sm
     role = sm.find_role(MANAGER_ROLE)
     managers, passwords = [], {}

@@ -10,6 +10,8 @@ from sqlalchemy.types import TypeDecorator
 
 MONEY_PLACES = Decimal("0.0001")
 _SCALE = 10_000
+# Largest amount accepted from input: fits NUMERIC(20, 4) and the scaled BIGINT (≈ 9.2e14) alike.
+MONEY_MAX = Decimal("100000000000000")  # 1e14
 
 
 class Money(TypeDecorator):
