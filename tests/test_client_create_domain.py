@@ -77,3 +77,28 @@ def test_vat_without_prefix_and_foreign_tax_ids(app, db, eur):
     ca, _ = create_client(_new(email="ca@example.com", country="CA", region="CA-QC", phone="+1 514 555 0100",
                                tax_id="123456782"))
     assert ca.tax_id == "123456782"
+
+
+def test_names_longer_than_the_login_columns_are_field_errors(app, db, eur):
+    with pytest.raises(DomainError) as exc:
+        create_client(_new(firstname="A" * 65, email=("x" * 120) + "@example.com"))
+    assert set(exc.value.errors) >= {"firstname", "email"}
+    assert db.scalar(select(func.count()).select_from(User)) == 0
+
+
+def test_owner_email_equal_to_a_staff_username_is_refused(app, db, eur):
+    from conftest import make_user
+
+    make_user("ops@example.com", "Support", email="ops-mail@staff.example.com")
+    with pytest.raises(DomainError) as exc:
+        create_client(_new(email="OPS@example.com"))
+    assert "email" in exc.value.errors
+    assert db.scalar(select(func.count()).select_from(Client)) == 0
+
+
+def test_unknown_tag_and_oversized_ids_are_field_errors(app, db, eur):
+    for override, field in [({"tag_ids": [999]}, "tag_ids"), ({"tag_ids": [2**40]}, "tag_ids"),
+                            ({"group_id": 2**40}, "group_id")]:
+        with pytest.raises(DomainError) as exc:
+            create_client(_new(**override))
+        assert field in exc.value.errors

@@ -34,6 +34,7 @@ from .validation import (
     normalize_email,
     normalize_phone,
     normalize_tax_id,
+    parse_id,
 )
 
 # Fields the activity log records for a client (staff-only national_id included: the log is staff-only).
@@ -127,6 +128,7 @@ def check_status(status: str) -> str:
 
 def resolve_currency(currency_id: int | None) -> Currency:
     session = get_session()
+    currency_id = parse_id(currency_id, "currency_id")
     if currency_id:
         currency = session.get(Currency, currency_id)
     else:
@@ -137,6 +139,7 @@ def resolve_currency(currency_id: int | None) -> Currency:
 
 
 def check_group(group_id: int | None) -> int | None:
+    group_id = parse_id(group_id, "group_id")
     if group_id and get_session().get(ClientGroup, group_id) is None:
         raise DomainError({"group_id": str(_l("Unknown client group."))})
     return group_id or None
@@ -144,6 +147,7 @@ def check_group(group_id: int | None) -> int | None:
 
 def check_manager(manager_id: int | None) -> int | None:
     """A manager is an active staff user (not a client login)."""
+    manager_id = parse_id(manager_id, "manager_id")
     if not manager_id:
         return None
     user = get_session().get(User, manager_id)
@@ -157,8 +161,6 @@ def check_manager(manager_id: int | None) -> int | None:
 
 def check_tags(tag_ids) -> list[Tag]:
     """The Tag rows for the given ids; every id must exist."""
-    from .validation import parse_id
-
     ids = {parse_id(t, "tag_ids") for t in tag_ids or []} - {None}
     tags = list(get_session().scalars(select(Tag).where(Tag.id.in_(ids)).order_by(Tag.name))) if ids else []
     if len(tags) != len(ids):
