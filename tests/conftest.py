@@ -5,6 +5,7 @@ CSRF stays on: helpers read the token from the form, as a browser does.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -146,9 +147,18 @@ class Browser:
         payload.update(data)
         return self.client.post(url, data=payload, **kw)
 
-    def post(self, url: str, data: dict | None = None, token_from: str = "/clients/", **kw):
-        page = self.client.get(token_from)
-        payload = {"csrf_token": csrf_token(page.text)}
+    def session_csrf_token(self) -> str:
+        """The token any form of this browser's session would carry (Flask-WTF's signed session token),
+        for posting to a page the user may not GET (e.g. to check a 403)."""
+        from itsdangerous import URLSafeTimedSerializer
+
+        app = self.client.application
+        with self.client.session_transaction() as sess:
+            raw = sess.setdefault("csrf_token", hashlib.sha1(os.urandom(64)).hexdigest())
+        return URLSafeTimedSerializer(app.secret_key, salt="wtf-csrf-token").dumps(raw)
+
+    def post(self, url: str, data: dict | None = None, **kw):
+        payload = {"csrf_token": self.session_csrf_token()}
         payload.update(data or {})
         return self.client.post(url, data=payload, **kw)
 

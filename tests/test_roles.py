@@ -28,3 +28,20 @@ def test_client_role_has_no_staff_screens(app, db, make_browser):
 def test_anonymous_is_sent_to_login(app, db, browser):
     resp = browser.get("/clients/")
     assert resp.status_code == 302 and "/login" in resp.headers["Location"]
+
+
+def test_session_csrf_token_is_accepted_so_403s_are_real(app, db, staff, make_browser):
+    """Browser.post's token is valid: an allowed POST succeeds, so a 403 elsewhere is the permission check."""
+    from puqpanel.domain.clients import NewClient, create_client
+    from puqpanel.models import ClientNote, Currency
+
+    db.add(Currency(code="EUR", is_default=True))
+    db.commit()
+    client, _ = create_client(NewClient(email="c@example.com", firstname="C", lastname="D", address1="A 1",
+                                        city="Berlin", country="DE"))
+    support = make_browser("support")
+    resp = support.post(f"/clients/{client.id}/notes/add", {"body": "Checked."})
+    assert resp.status_code == 302
+    assert db.query(ClientNote).filter_by(client_id=client.id).count() == 1
+    assert support.post(f"/clients/{client.id}/profile/save", {"firstname": "X"}).status_code == 403
+    assert make_browser("support").client.post(f"/clients/{client.id}/notes/add", data={"body": "x"}).status_code == 400
