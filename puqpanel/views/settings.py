@@ -6,18 +6,15 @@ import re
 from flask_appbuilder import ModelView
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 from flask_babel import lazy_gettext as _l
-from markupsafe import Markup, escape
-from wtforms import SelectField
-from wtforms.validators import DataRequired, Regexp, ValidationError
+from flask_appbuilder.fieldwidgets import BS3TextAreaFieldWidget, BS3TextFieldWidget, Select2Widget
+from wtforms import BooleanField, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length, Regexp, ValidationError
 
 from ..models import CUSTOM_FIELD_TYPES, ClientGroup, CustomField, Tag
 from ..security import CLIENT_GROUPS, CUSTOM_FIELDS, TAGS
+from .formatting import color_badge
 
 _COLOR = Regexp(r"^#[0-9a-fA-F]{6}$", message=_l("Use a colour like #1a2b3c."))
-
-
-def color_badge(name: str, color: str) -> Markup:
-    return Markup('<span class="badge" style="background-color:{}">{}</span>').format(escape(color), escape(name))
 
 
 class ClientGroupView(ModelView):
@@ -32,13 +29,13 @@ class ClientGroupView(ModelView):
     search_columns = ["name"]
     label_columns = {"badge": _l("Name"), "name": _l("Name"), "color": _l("Colour"), "description": _l("Description")}
     validators_columns = {"color": [_COLOR]}
-    formatters_columns = {}
     order_columns = ["description"]
+    add_form_extra_fields = edit_form_extra_fields = {
+        "description": TextAreaField(_l("Description"), widget=BS3TextAreaFieldWidget()),
+    }
 
-    def pre_add(self, item):
-        item.color = item.color.lower()
 
-
+# FAB list columns may name model properties: the badge shows the name in its colour.
 ClientGroup.badge = property(lambda self: color_badge(self.name, self.color))
 Tag.badge = property(lambda self: color_badge(self.name, self.color))
 
@@ -94,14 +91,23 @@ class CustomFieldView(ModelView):
         "sort_order": _l("Order"),
         "description": _l("Description"),
     }
+    # Explicit fields where FAB would demand input for every NOT NULL column (an unticked box, an empty
+    # regex or description are valid answers here).
     add_form_extra_fields = edit_form_extra_fields = {
         "field_type": SelectField(
             _l("Type"),
             choices=[(t, t) for t in CUSTOM_FIELD_TYPES],
             validators=[DataRequired()],
-        )
+            widget=Select2Widget(),
+        ),
+        "options": TextAreaField(_l("Options (select: one a line)"), validators=[_options_for_select],
+                                 widget=BS3TextAreaFieldWidget()),
+        "required": BooleanField(_l("Required")),
+        "regex": StringField(_l("Validation regex"), validators=[Length(max=255), _valid_regex],
+                             widget=BS3TextFieldWidget()),
+        "client_visible": BooleanField(_l("Visible to the client")),
+        "description": StringField(_l("Description"), validators=[Length(max=255)], widget=BS3TextFieldWidget()),
     }
-    validators_columns = {"regex": [_valid_regex], "options": [_options_for_select]}
 
 
 def register(appbuilder) -> None:
