@@ -32,9 +32,16 @@ from ..models import (
     client_tag,
 )
 from ..security import client_scope, current_user_id
+from . import DomainError
 from .session import get_session
+from .validation import parse_id
 
 SCOPES = ("all", "own", "managed")
+# Every request argument the directory reads; links rebuilt from a request carry these and nothing else.
+ARG_KEYS = (
+    "q", "status", "group_id", "tag_id", "manager_id", "scope", "blocked", "country", "currency_id",
+    "created_from", "created_to", "sort", "dir", "page", "page_size",
+)
 SORT_DIRECTIONS = ("asc", "desc")
 DEFAULT_SORT = ("created", "desc")
 
@@ -109,6 +116,16 @@ class DirectoryFilters:
     created_to: dt.date | None = None
 
 
+@dataclass(frozen=True)
+class RowCurrency:
+    """What views.formatting.money needs of a currency."""
+
+    code: str
+    prefix: str
+    suffix: str
+    minor_units: int
+
+
 @dataclass
 class DirectoryRow:
     id: int
@@ -139,8 +156,10 @@ class DirectoryRow:
     def name(self) -> str:
         return f"{self.firstname} {self.lastname}".strip()
 
-    def money(self, amount: Decimal | None) -> str:
-        return format_money(amount, self.currency_prefix, self.currency_suffix, self.currency_minor_units)
+    @property
+    def currency(self) -> RowCurrency:
+        return RowCurrency(self.currency_code, self.currency_prefix or "", self.currency_suffix or "",
+                           self.currency_minor_units)
 
 
 @dataclass
@@ -157,23 +176,17 @@ class DirectoryPage:
         return max(1, -(-self.total // self.page_size))
 
 
-def format_money(amount: Decimal | None, prefix: str = "", suffix: str = "", minor_units: int = 2) -> str:
-    amount = Decimal(amount or 0)
-    places = Decimal(1).scaleb(-max(0, int(minor_units or 0)))
-    value = amount.quantize(places)
-    sign = "-" if value < 0 else ""
-    return f"{sign}{prefix}{abs(value):,}{suffix}"
-
-
 # --- parsing request arguments (shared by the HTML view, the CSV export and the API) ---------------------
 
-def _int(value: Any) -> int | None:
-    value = str(value or "").strip()
-    if not value:
-        return None
-    if not re.fullmatch(r"\d{1,18}", value):
-        raise ValueError(value)
-    return int(value)
+def _id(value: Any, name: str) -> int | None:
+    """A row id (1 .. 2**31-1, so PostgreSQL never sees a bigger integer) or None when blank."""
+    text = str(value or "").strip()
+    if not re.fullmatch(r"[0-9]{1,10}", text or "0"):  # ASCII digits only ("²".isdigit() is true)
+        raise ValueError(text)
+    try:
+        return parse_id(text, name)
+    except DomainError:
+        raise ValueError(text) from None
 
 
 def _date(value: Any) -> dt.date | None:
@@ -195,7 +208,7 @@ def parse_filters(args: Mapping[str, Any]) -> tuple[DirectoryFilters, dict[str, 
         errors["status"] = str(_l("Unknown status."))
     for name in ("group_id", "tag_id", "manager_id", "currency_id"):
         try:
-            setattr(filters, name, _int(args.get(name)))
+            setattr(filters, name, _id(args.get(name), name))
         except ValueError:
             errors[name] = str(_l("Not a valid choice."))
     scope = str(args.get("scope") or "all").strip()
@@ -336,7 +349,7 @@ def filter_conditions(filters: DirectoryFilters) -> list:
         conds.append(Client.currency_id == filters.currency_id)
     if filters.created_from:
         conds.append(Client.created_at >= dt.datetime.combine(filters.created_from, dt.time.min))
-    if filters.created_to:
+    if filters.created_to and filters.created_to < dt.date.max:  # the last day of 9999 bounds nothing
         conds.append(Client.created_at < dt.datetime.combine(filters.created_to + dt.timedelta(days=1), dt.time.min))
     return conds
 
