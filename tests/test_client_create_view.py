@@ -1,6 +1,7 @@
 """Create-client screen: form, one transaction, field errors, generated password shown once, CSRF."""
 from __future__ import annotations
 
+import html
 import re
 
 import pytest
@@ -72,9 +73,8 @@ def test_valid_post_creates_client_address_owner_and_shows_password_once(app, db
         "/clients/add",
         form_data(eur, group_id=str(group.id), manager_id=str(staff["manager1"].id), tag_ids=[str(tag.id)]),
     )
-    assert resp.status_code == 302, resp.text[:2000]
+    assert resp.status_code == 200, resp.text[:2000]
     client = db.scalar(select(Client))
-    assert resp.headers["Location"].endswith(f"/clients/{client.id}")
     assert (client.firstname, client.lastname, client.company_name) == ("Marta", "Kowalska", "Kowalska Hosting")
     assert client.phone == "+48221234567" and client.tax_id == "PL5260250274" and client.language == "pl"
     assert client.status == "active" and client.currency_id == eur.id and client.group_id == group.id
@@ -85,26 +85,47 @@ def test_valid_post_creates_client_address_owner_and_shows_password_once(app, db
     assert link.is_owner and link.user.email == "marta@example.com"
     assert counts(db) == (1, 1, 1, 1)
 
-    # The generated password appears on the next page, once.
-    first = browser.get("/clients/").text
-    match = re.search(r'<code class="puq-generated-password">([^<]+)</code>', first)
+    # The response itself is the "Client created" page: the generated password, once, and the record link.
+    page = resp.text
+    assert "Client Marta Kowalska created." in page and "marta@example.com" in page
+    assert re.search(rf'<a [^>]*href="/clients/{client.id}"[^>]*>.*Open client record</a>', page)
+    assert resp.headers["Cache-Control"] == "no-store"
+    match = re.search(r'<code class="puq-generated-password">([^<]+)</code>', page)
     assert match, "generated password not shown"
-    password = match.group(1)
+    password = html.unescape(match.group(1))
     assert len(password) >= 12
-    assert check_password_hash(link.user.password, password.replace("&amp;", "&"))
-    assert password not in browser.get("/clients/").text
-    assert "puq-generated-password" not in browser.get("/clients/").text
+    assert check_password_hash(link.user.password, password)
+
+    # It never reaches the session cookie (a flash would put it there), and no later page shows it.
+    for value in session_cookies(resp) + [browser.client.get_cookie(app.config["SESSION_COOKIE_NAME"]).value]:
+        session = app.session_interface.get_signing_serializer(app).loads(value)
+        assert password not in repr(session) and match.group(1) not in repr(session), session
+        assert "_flashes" not in session
+    for url in ("/clients/", f"/clients/{client.id}", "/clients/add"):
+        later = browser.get(url).text
+        assert password not in later and match.group(1) not in later and "puq-generated-password" not in later, url
+
+
+def session_cookies(resp) -> list[str]:
+    """Values of the session cookies a response sets."""
+    values = []
+    for header in resp.headers.getlist("Set-Cookie"):
+        name, _, rest = header.partition("=")
+        if name.strip() == "session":
+            values.append(rest.split(";", 1)[0])
+    return values
 
 
 def test_given_password_is_used_and_not_displayed(app, db, staff, browser, eur):
     browser.login("admin")
     resp = browser.post_form("/clients/add", form_data(eur, password="Chosen-pass1"))
-    assert resp.status_code == 302
+    assert resp.status_code == 200
     user = db.scalar(select(User).where(User.email == "marta@example.com"))
     assert check_password_hash(user.password, "Chosen-pass1")
-    page = browser.get("/clients/").text
-    assert "Chosen-pass1" not in page and "puq-generated-password" not in page
-    assert "Client Marta Kowalska created." in page
+    assert "Client Marta Kowalska created." in resp.text and "Open client record" in resp.text
+    assert "Chosen-pass1" not in resp.text and "puq-generated-password" not in resp.text
+    for value in session_cookies(resp):
+        assert "Chosen-pass1" not in repr(app.session_interface.get_signing_serializer(app).loads(value))
 
 
 @pytest.mark.parametrize(
@@ -168,7 +189,7 @@ def test_manager_creates_clients_it_manages(app, db, staff, make_browser, eur):
     assert re.findall(r'<option[^>]*value="(\d+)"', manager_select) == [str(staff["manager1"].id)]
     # whatever manager is posted, a Manager-role user creates clients it manages itself
     resp = manager1.post_form("/clients/add", form_data(eur, manager_id=str(staff["manager2"].id)))
-    assert resp.status_code == 302
+    assert resp.status_code == 200 and "Client Marta Kowalska created." in resp.text
     client = db.scalar(select(Client))
     assert client.manager_id == staff["manager1"].id
     assert "marta@example.com" in manager1.get("/clients/").text
@@ -177,11 +198,29 @@ def test_manager_creates_clients_it_manages(app, db, staff, make_browser, eur):
 
 def test_regions_endpoint(app, db, staff, make_browser):
     billing = make_browser("billing")
-    data = billing.get("/clients/regions/PL").json
-    assert data["country"] == "PL"
+    resp = billing.get("/clients/regions/PL")
+    assert resp.status_code == 200 and resp.mimetype == "application/json"
+    data = resp.json
+    assert set(data) == {"country", "regions"} and data["country"] == "PL"
+    assert all(set(r) == {"code", "name"} for r in data["regions"])
     assert {"code": "PL-14", "name": "Mazowieckie"} in data["regions"]
+    assert billing.get("/clients/regions/pl").json["country"] == "PL"
     assert billing.get("/clients/regions/LI").json["regions"]  # small countries too
     assert billing.get("/clients/regions/AQ").json["regions"] == []  # no subdivisions
     assert billing.get("/clients/regions/nope").status_code == 404
-    assert make_browser("support").get("/clients/regions/PL").status_code == 403
+    # ISO data, not client data: whoever may view client records (Support has can_show, not can_add) reads it
+    support = make_browser("support")
+    assert support.get("/clients/regions/PL").json == data
     assert make_browser().get("/clients/regions/PL").status_code == 302
+
+
+def test_create_form_uses_the_shared_region_script(app, db, staff, browser, eur):
+    browser.login("admin")
+    page = browser.get("/clients/add").text
+    country = re.search(r'<select[^>]*name="country"[^>]*>', page).group(0)
+    region = re.search(r'<select[^>]*name="region"[^>]*>', page).group(0)
+    assert "puq-country" in country and 'data-regions-url="/clients/regions/XX"' in country
+    assert "puq-region" in region
+    assert '<script src="/static/puqpanel/regions.js"' in page
+    script = browser.get("/static/puqpanel/regions.js")
+    assert script.status_code == 200 and "select.puq-country[data-regions-url]" in script.text

@@ -10,62 +10,25 @@ import datetime as dt
 import io
 
 import pycountry
-from flask import (
-    Response,
-    abort,
-    current_app,
-    flash,
-    jsonify,
-    redirect,
-    request,
-    stream_with_context,
-    url_for,
-)
+from flask import Response, current_app, jsonify, request, stream_with_context, url_for
 from flask_appbuilder import BaseView, expose
 from flask_appbuilder.security.decorators import has_access
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from markupsafe import Markup
-from werkzeug.routing import BuildError
 from wtforms import PasswordField, SelectField, SelectMultipleField, StringField
 from wtforms.validators import Length, Optional
 
-from ..domain import DomainError
-from ..domain import directory
+from ..domain import DomainError, directory
 from ..domain.clients import NewClient, create_client
 from ..domain.validation import check_country, countries, regions
 from ..models import CLIENT_STATUSES
 from ..security import CLIENT_PERMS, CLIENTS, current_user_id, has_perm
-
-STATUS_LABELS = {
-    "new": _l("New"),
-    "active": _l("Active"),
-    "inactive": _l("Inactive"),
-    "suspended": _l("Suspended"),
-    "closed": _l("Closed"),
-    "fraud": _l("Fraud"),
-}
-STATUS_CLASSES = {
-    "new": "label-info",
-    "active": "label-success",
-    "inactive": "label-default",
-    "suspended": "label-warning",
-    "closed": "label-primary",
-    "fraud": "label-danger",
-}
-RECORD_ENDPOINT = "ClientRecordView.summary"
+from .formatting import STATUS_LABELS
 
 
-def record_url_pattern() -> str:
-    """URL of a client record with "{id}" in place of the id (the record view may not be registered)."""
-    if RECORD_ENDPOINT in current_app.view_functions:
-        for arg in ("client_id", "pk", "id"):
-            try:
-                return url_for(RECORD_ENDPOINT, **{arg: 987654321}).replace("987654321", "{id}")
-            except BuildError:
-                continue
-    return request.script_root + "/clients/{id}"
+def record_url(client_id: int) -> str:
+    return url_for("ClientRecordView.summary", client_id=client_id)
 
 
 def country_name(code: str | None) -> str:
@@ -86,9 +49,8 @@ def csv_cell(value) -> str:
 
 
 def _opt_int(value):
-    if value in (None, "", "None"):
-        return 0
-    return int(value)
+    """Coerce for optional id selects: blank (and the unset default None) is 0, the "—" choice."""
+    return 0 if value in (None, "") else int(value)
 
 
 class ClientCreateForm(FlaskForm):
@@ -186,7 +148,7 @@ class ClientDirectoryView(BaseView):
         "list": "list",
         "export": "export",
         "add": "add",
-        "regions": "list",
+        "regions": "show",
     }
 
     # --- directory --------------------------------------------------------------------------------------
@@ -208,7 +170,12 @@ class ClientDirectoryView(BaseView):
         result = directory.search_clients(
             filters, sort, direction, page=directory.parse_page(request.args.get("page")), page_size=page_size
         )
-        args = {k: v for k, v in request.args.items() if v not in ("", None) and k not in errors}
+        # Only the directory's own arguments go back into links (never url_for's _external, _anchor, ...).
+        args = {
+            k: request.args[k]
+            for k in directory.ARG_KEYS
+            if request.args.get(k) not in ("", None) and k not in errors
+        }
 
         def url_with(**changes):
             merged = dict(args)
@@ -223,7 +190,7 @@ class ClientDirectoryView(BaseView):
             new_dir = "desc" if result.sort == key and result.direction == "asc" else "asc"
             if result.sort != key and key in ("created", "balance", "services", "outstanding", "last_login"):
                 new_dir = "desc"
-            return url_with(sort=key, dir=new_dir, page=None)
+            return url_with(sort=key if key in directory.SORTS else None, dir=new_dir, page=None)
 
         export_args = {k: v for k, v in args.items() if k not in ("page", "page_size")}
         return self.render_template(
@@ -238,15 +205,13 @@ class ClientDirectoryView(BaseView):
             export_url=url_for(".export", **export_args),
             page_sizes=sizes,
             statuses=[(s, STATUS_LABELS[s]) for s in CLIENT_STATUSES],
-            status_labels=STATUS_LABELS,
-            status_classes=STATUS_CLASSES,
             groups=directory.groups(),
             tags=directory.tags(),
             managers=directory.staff_users(),
             currencies=directory.currencies(),
             countries=countries(),
             country_name=country_name,
-            record_url=record_url_pattern(),
+            record_url=record_url,
             can_add=has_perm("can_add"),
             can_export=has_perm("can_export"),
             filters_open=bool(set(args) - {"q", "sort", "dir", "page", "page_size"}) or bool(errors),
@@ -283,7 +248,7 @@ class ClientDirectoryView(BaseView):
                     row.country or "",
                     row.created_at.strftime("%Y-%m-%d %H:%M:%S") if row.created_at else "",
                     row.currency_code,
-                    str(row.balance),
+                    str(row.balance),  # plain exact decimals for spreadsheets
                     csv_cell(row.group_name),
                     csv_cell(", ".join(name for name, _color in row.tags)),
                     csv_cell(row.manager_name),
@@ -319,18 +284,17 @@ class ClientDirectoryView(BaseView):
             except DomainError as exc:
                 general_errors = form.add_domain_errors(exc.errors)
             else:
-                if form.password.data:
-                    flash(_("Client %(name)s created.", name=client.name), "success")
-                else:  # the flash lives in the session until the next page shows it, once
-                    flash(
-                        Markup("{} <code class=\"puq-generated-password\">{}</code> {}").format(
-                            _("Client %(name)s created. Owner password:", name=client.name),
-                            password,
-                            _("(shown only this once — copy it now)"),
-                        ),
-                        "warning",
-                    )
-                return redirect(record_url_pattern().replace("{id}", str(client.id)))
+                # Shown on this response only: never flashed, so it is never in the session cookie.
+                response = current_app.make_response(self.render_template(
+                    "puqpanel/clients/created.html",
+                    title=_("Client created"),
+                    client=client,
+                    owner_email=next((link.user.email for link in client.users if link.is_owner), ""),
+                    password=None if form.password.data else password,
+                    record_url=record_url(client.id),
+                ))
+                response.headers["Cache-Control"] = "no-store"
+                return response
         elif request.method == "POST":
             general_errors = list(form.csrf_token.errors) if hasattr(form, "csrf_token") else []
         return self.render_template(
@@ -339,15 +303,17 @@ class ClientDirectoryView(BaseView):
             form=form,
             general_errors=general_errors,
             required=ClientCreateForm.REQUIRED,
-            regions_url=url_for(".regions", country="XX").replace("XX", ""),
+            regions_url=url_for(".regions", country="XX"),
         )
 
     @expose("/regions/<country>")
     @has_access
     def regions(self, country: str):
-        """JSON list of a country's ISO 3166-2 subdivisions, for the address forms (read-only)."""
-        if not (has_perm("can_add") or has_perm("can_edit")):
-            abort(403)
+        """The ISO 3166-2 subdivisions of a country for every address form (static/puqpanel/regions.js).
+
+        {"country": "PL", "regions": [{"code": "PL-14", "name": "Mazowieckie"}, ...]}; ISO data, no client
+        data, so anyone who may view client records may read it.
+        """
         try:
             code = check_country(country)
         except DomainError:
