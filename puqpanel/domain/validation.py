@@ -123,7 +123,7 @@ def parse_id(value, field: str, required: bool = False) -> int | None:
         if required:
             raise DomainError({field: str(_l("This field is required."))})
         return None
-    if not text.isdigit() or int(text) > MAX_ID:
+    if not re.fullmatch(r"[0-9]{1,10}", text) or int(text) > MAX_ID:
         raise DomainError({field: str(_l("Not a valid choice."))})
     return int(text)
 
