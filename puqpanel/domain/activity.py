@@ -1,4 +1,4 @@
-"""Writing the append-only activity log."""
+"""Writing and reading the append-only activity log."""
 from __future__ import annotations
 
 import datetime as dt
@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any, Iterable
 
 from flask import g, has_request_context, request, session as flask_session
+from sqlalchemy import select
 
 from ..models import ActivityLog
 from .session import get_session
@@ -66,3 +67,21 @@ def record(
 
 def _plain_dict(changes: dict) -> dict:
     return {k: _plain(v) for k, v in changes.items()}
+
+
+def client_activity(client_id: int, page: int, page_size: int) -> tuple[list[ActivityLog], bool]:
+    """One page of a client's log, newest first, and whether an older page exists.
+
+    One query: actor and impersonator are joined eagerly (lazy="joined" on the model) and one extra row
+    tells whether a next page exists, so no COUNT is needed. `page` is 1-based and already bounded.
+    """
+    rows = list(
+        get_session().scalars(
+            select(ActivityLog)
+            .where(ActivityLog.client_id == client_id)
+            .order_by(ActivityLog.created_at.desc(), ActivityLog.id.desc())
+            .limit(page_size + 1)
+            .offset((max(page, 1) - 1) * page_size)
+        ).unique()
+    )
+    return rows[:page_size], len(rows) > page_size

@@ -9,11 +9,13 @@ from sqlalchemy import select
 from ..models import ADDRESS_TYPES, Client, ClientAddress
 from . import DomainError, NotFound, activity
 from .clients import ADDRESS_FIELDS, _collect
-from .session import get_session
-from .validation import check_country, check_region, normalize_email, normalize_phone
+from .session import get_session, transaction
+from .validation import check_country, check_lengths, check_region, normalize_email, normalize_phone
 
-_LIMITS = {
-    "name": 100, "contact_name": 200, "address1": 200, "address2": 200, "city": 100, "postcode": 20,
+# Free-text fields and the columns their length limits come from (the others are normalised codes).
+_TEXT_COLUMNS = {
+    name: getattr(ClientAddress, name)
+    for name in ("name", "contact_name", "contact_email", "address1", "address2", "city", "postcode")
 }
 
 
@@ -43,9 +45,7 @@ def _validate(data: Mapping[str, Any], existing: ClientAddress | None) -> dict[s
     for name in ("address1", "city", "country"):
         if not values[name]:
             errors[name] = str(_l("This field is required."))
-    for name, limit in _LIMITS.items():
-        if len(values[name]) > limit:
-            errors[name] = str(_l("At most %(n)s characters.", n=limit))
+    errors.update({k: v for k, v in check_lengths(values, _TEXT_COLUMNS).items() if k not in errors})
     if values["country"]:
         values["country"] = _collect(errors, check_country, values["country"]) or ""
     if values["country"]:
@@ -65,8 +65,7 @@ def _validate(data: Mapping[str, Any], existing: ClientAddress | None) -> dict[s
 def create_address(client: Client, data: Mapping[str, Any]) -> ClientAddress:
     """Add a shipping or service address. Raises DomainError (nothing written) on bad input."""
     values = _validate(data, None)
-    session = get_session()
-    try:
+    with transaction() as session:
         address = ClientAddress(client_id=client.id, **values)
         session.add(address)
         session.flush()
@@ -78,10 +77,6 @@ def create_address(client: Client, data: Mapping[str, Any]) -> ClientAddress:
             changes=activity.snapshot(address, ADDRESS_FIELDS),
             description=f"Address {address.name or address.type} added",
         )
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
     return address
 
 
@@ -89,27 +84,20 @@ def update_address(client: Client, address_id: int, data: Mapping[str, Any]) -> 
     """Edit an address of this client; the billing address keeps its type. Returns the logged diff."""
     address = get_address(client, address_id)
     values = _validate(data, address)
-    session = get_session()
     before = activity.snapshot(address, ADDRESS_FIELDS)
-    try:
-        for name, value in values.items():
-            setattr(address, name, value)
-        changes = activity.diff(before, activity.snapshot(address, ADDRESS_FIELDS))
-        if not changes:
-            session.rollback()
-            return {}
-        activity.record(
-            "address.update",
-            client_id=client.id,
-            object_type="address",
-            object_id=address.id,
-            changes=changes,
-            description=f"Address {address.name or address.type} updated",
-        )
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
+    changes = activity.diff(before, {**before, **values})
+    if changes:
+        with transaction():
+            for name, value in values.items():
+                setattr(address, name, value)
+            activity.record(
+                "address.update",
+                client_id=client.id,
+                object_type="address",
+                object_id=address.id,
+                changes=changes,
+                description=f"Address {address.name or address.type} updated",
+            )
     return changes
 
 
@@ -118,8 +106,7 @@ def delete_address(client: Client, address_id: int) -> None:
     address = get_address(client, address_id)
     if address.type == "billing":
         raise DomainError(str(_l("The billing address cannot be deleted.")))
-    session = get_session()
-    try:
+    with transaction() as session:
         activity.record(
             "address.delete",
             client_id=client.id,
@@ -129,10 +116,6 @@ def delete_address(client: Client, address_id: int) -> None:
             description=f"Address {address.name or address.type} deleted",
         )
         session.delete(address)
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
 
 
 def list_addresses(client: Client) -> list[ClientAddress]:

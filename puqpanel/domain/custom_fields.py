@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
+import json
+import subprocess
+import sys
 from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
 
@@ -11,10 +13,26 @@ from sqlalchemy import select
 
 from ..models import Client, CustomField, CustomFieldValue
 from . import DomainError, activity
-from .session import get_session
+from .session import get_session, transaction
 
 MAX_VALUE = 5_000
+# Values checked against an admin-written regex are capped, and the matching runs in a separate
+# interpreter that is killed after REGEX_SECONDS: a pattern such as (a+)+$ backtracks exponentially and
+# Python's re cannot be interrupted in the web process.
+MAX_REGEX_VALUE = 1_000
+REGEX_SECONDS = 2.0
+MAX_EXPONENT = 30  # number fields: |adjusted exponent| beyond this is refused (1e999999999 is "finite")
 _TRUE = ("1", "y", "yes", "on", "true")
+_MATCHER = (
+    "import json, re, sys\n"
+    "out = []\n"
+    "for pattern, value in json.load(sys.stdin):\n"
+    "    try:\n"
+    "        out.append(re.fullmatch(pattern, value) is not None)\n"
+    "    except re.error:\n"
+    "        out.append(False)\n"
+    "json.dump(out, sys.stdout)\n"
+)
 
 
 def form_key(field: CustomField) -> str:
@@ -57,6 +75,8 @@ def clean_value(field: CustomField, raw: Any) -> str:
             number = None
         if number is None or not number.is_finite():
             raise DomainError({key: str(_l("Enter a number."))})
+        if number and abs(number.adjusted()) > MAX_EXPONENT:
+            raise DomainError({key: str(_l("Enter a number between 1e-30 and 1e30."))})
         value = str(number)
     elif field.field_type == "date":
         try:
@@ -66,19 +86,32 @@ def clean_value(field: CustomField, raw: Any) -> str:
     elif field.field_type == "select":
         if value not in field.option_list:
             raise DomainError({key: str(_l("Choose one of the options."))})
-    if field.regex:
-        try:
-            matches = re.fullmatch(field.regex, value) is not None
-        except re.error:
-            matches = False
-        if not matches:
-            raise DomainError({key: str(_l("The value does not have the required format."))})
+    if field.regex and len(value) > MAX_REGEX_VALUE:
+        raise DomainError({key: str(_l("At most %(n)s characters.", n=MAX_REGEX_VALUE))})
     return value
 
 
-def save_values(client: Client, data: Mapping[str, Any]) -> dict[str, list]:
-    """Validate every field first (keys cf_<id>), then upsert the values and log {name: [before, after]}."""
-    fields = all_fields()
+def regex_matches(pairs: list[tuple[str, str]]) -> list[bool]:
+    """Whether each value fully matches its pattern; all False when matching runs out of time."""
+    if not pairs:
+        return []
+    try:
+        done = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", _MATCHER],
+            input=json.dumps(pairs),
+            capture_output=True,
+            text=True,
+            timeout=REGEX_SECONDS,
+            check=False,
+        )
+        result = json.loads(done.stdout)
+    except (subprocess.TimeoutExpired, ValueError, OSError):
+        return [False] * len(pairs)
+    return [bool(r) for r in result] if len(result) == len(pairs) else [False] * len(pairs)
+
+
+def clean_values(fields: list[CustomField], data: Mapping[str, Any]) -> dict[int, str]:
+    """Stored form of every submitted value (keys cf_<id>); DomainError with every field's error."""
     errors: dict[str, str] = {}
     cleaned: dict[int, str] = {}
     for field in fields:
@@ -86,13 +119,22 @@ def save_values(client: Client, data: Mapping[str, Any]) -> dict[str, list]:
             cleaned[field.id] = clean_value(field, data.get(form_key(field)))
         except DomainError as exc:
             errors.update(exc.errors)
+    patterned = [f for f in fields if f.regex and cleaned.get(f.id) and f.field_type != "bool"]
+    for field, ok in zip(patterned, regex_matches([(f.regex, cleaned[f.id]) for f in patterned])):
+        if not ok:
+            errors[form_key(field)] = str(_l("The value does not have the required format."))
     if errors:
         raise DomainError(errors)
+    return cleaned
 
-    session = get_session()
+
+def save_values(client: Client, data: Mapping[str, Any]) -> dict[str, list]:
+    """Validate every field first (keys cf_<id>), then upsert the values and log {name: [before, after]}."""
+    fields = all_fields()
+    cleaned = clean_values(fields, data)
     existing = current_values(client)
     changes: dict[str, list] = {}
-    try:
+    with transaction() as session:
         for field in fields:
             new = cleaned[field.id]
             row = existing.get(field.id)
@@ -106,19 +148,13 @@ def save_values(client: Client, data: Mapping[str, Any]) -> dict[str, list]:
             else:
                 row.value = new
             changes[field.name] = [old, new]
-        if not changes:
-            session.rollback()
-            return {}
-        activity.record(
-            "custom_fields.update",
-            client_id=client.id,
-            object_type="client",
-            object_id=client.id,
-            changes=changes,
-            description="Custom fields updated",
-        )
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
+        if changes:
+            activity.record(
+                "custom_fields.update",
+                client_id=client.id,
+                object_type="client",
+                object_id=client.id,
+                changes=changes,
+                description="Custom fields updated",
+            )
     return changes

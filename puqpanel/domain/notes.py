@@ -8,7 +8,7 @@ from sqlalchemy.orm import joinedload
 from ..models import Client, ClientNote
 from ..security import current_user_id
 from . import DomainError, activity
-from .session import get_session
+from .session import get_session, transaction
 
 MAX_NOTE = 10_000
 
@@ -19,8 +19,7 @@ def add_note(client: Client, body: str, sticky: bool = False) -> ClientNote:
         raise DomainError({"body": str(_l("This field is required."))})
     if len(body) > MAX_NOTE:
         raise DomainError({"body": str(_l("At most %(n)s characters.", n=MAX_NOTE))})
-    session = get_session()
-    try:
+    with transaction() as session:
         note = ClientNote(client_id=client.id, author_id=current_user_id(), body=body, sticky=bool(sticky))
         session.add(note)
         session.flush()
@@ -32,10 +31,6 @@ def add_note(client: Client, body: str, sticky: bool = False) -> ClientNote:
             changes={"body": body[:200], "sticky": bool(sticky)},
             description="Note added",
         )
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
     return note
 
 
