@@ -4,14 +4,15 @@ from __future__ import annotations
 from typing import Iterable
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from ..models import CLIENT_PERMISSIONS, Client, ClientUser, User, UserSecurity
+from ..security import has_perm
 from . import DomainError, NotFound, activity
-from .clients import create_login
-from .session import get_session
-from .validation import normalize_email
+from .clients import create_login, scoped_clients
+from .session import get_session, transaction
+from .validation import check_lengths, normalize_email
 
 PERMISSION_LABELS = {
     "modify_profile": _l("Modify Master Account Profile"),
@@ -23,6 +24,11 @@ PERMISSION_LABELS = {
     "manage_affiliate": _l("Manage Affiliate"),
     "place_orders": _l("Place Orders / Upgrades / Cancellations"),
 }
+# One answer for an unknown email, a staff account and a login of clients outside the caller's scope, so the
+# form cannot be used to learn which emails exist or who they belong to.
+NOT_LINKABLE = _l("No client login with this email can be linked to this client.")
+# Limits of FAB's user table: the email is also the username.
+_LOGIN_COLUMNS = {"firstname": User.first_name, "lastname": User.last_name, "email": User.username}
 
 
 def check_permissions(keys: Iterable[str]) -> list[str]:
@@ -71,29 +77,48 @@ def _link(client: Client, user: User, permissions: list[str], action: str, descr
     return link
 
 
+def _find_login(email: str) -> User | None:
+    """The FAB user whose email or username is `email` (case-insensitive)."""
+    return get_session().scalars(
+        select(User).where(or_(func.lower(User.email) == email, func.lower(User.username) == email)).order_by(User.id)
+    ).first()
+
+
+def linkable(user: User) -> bool:
+    """A client-area login (never staff) the caller may link: staff without access to all clients only
+    logins whose every existing link is to a client they reach."""
+    session = get_session()
+    if not session.scalar(select(UserSecurity.is_client_login).where(UserSecurity.user_id == user.id)):
+        return False
+    if has_perm("can_access_all"):
+        return True
+    in_scope = scoped_clients().with_only_columns(Client.id)
+    foreign = session.scalar(
+        select(ClientUser.id).where(ClientUser.user_id == user.id, ClientUser.client_id.not_in(in_scope)).limit(1)
+    )
+    return foreign is None
+
+
+def _already_linked(client: Client, user: User) -> bool:
+    return get_session().scalar(
+        select(ClientUser.id).where(ClientUser.client_id == client.id, ClientUser.user_id == user.id)
+    ) is not None
+
+
 def associate_existing(client: Client, email: str, permissions: Iterable[str]) -> ClientUser:
     """Link an existing client-area login (never a staff account) to the client."""
     errors: dict[str, str] = {}
-    session = get_session()
     user = None
     # A lookup, not a new address: match the stored login case-insensitively without re-validating it.
     email = (email or "").strip().lower()
     if not email:
         errors["email"] = str(_l("This field is required."))
     else:
-        user = session.scalar(select(User).where(func.lower(User.email) == email))
-        if user is None:
-            errors["email"] = str(_l("No login has this email; create a new login instead."))
-        else:
-            is_client_login = session.scalar(
-                select(UserSecurity.is_client_login).where(UserSecurity.user_id == user.id)
-            )
-            if not is_client_login:
-                errors["email"] = str(_l("This is a staff account; staff accounts cannot be linked to clients."))
-            elif session.scalar(
-                select(ClientUser.id).where(ClientUser.client_id == client.id, ClientUser.user_id == user.id)
-            ):
-                errors["email"] = str(_l("This login is already linked to the client."))
+        user = _find_login(email)
+        if user is None or not linkable(user):
+            errors["email"] = str(NOT_LINKABLE)
+        elif _already_linked(client, user):
+            errors["email"] = str(_l("This login is already linked to the client."))
     try:
         perms = check_permissions(permissions)
     except DomainError as exc:
@@ -101,14 +126,10 @@ def associate_existing(client: Client, email: str, permissions: Iterable[str]) -
     if errors:
         raise DomainError(errors)
     try:
-        link = _link(client, user, perms, "client_user.link", f"Login {user.email} linked")
-        session.commit()
+        with transaction():
+            link = _link(client, user, perms, "client_user.link", f"Login {user.email} linked")
     except IntegrityError:  # linked concurrently
-        session.rollback()
         raise DomainError({"email": str(_l("This login is already linked to the client."))})
-    except Exception:
-        session.rollback()
-        raise
     return link
 
 
@@ -122,11 +143,19 @@ def create_and_associate(
         email = normalize_email(email)
     except DomainError as exc:
         errors.update(exc.errors)
+        email = ""
     for name, value in (("firstname", firstname), ("lastname", lastname)):
         if not value:
             errors[name] = str(_l("This field is required."))
-        elif len(value) > 64:
-            errors[name] = str(_l("At most %(n)s characters.", n=64))
+    length_errors = check_lengths({"firstname": firstname, "lastname": lastname, "email": email}, _LOGIN_COLUMNS)
+    errors.update({k: v for k, v in length_errors.items() if k not in errors})
+    if email and "email" not in errors:
+        existing = _find_login(email)
+        if existing is not None:
+            if linkable(existing):
+                errors["email"] = str(_l("A login with this email already exists; link it as an existing login."))
+            else:
+                errors["email"] = str(NOT_LINKABLE)
     if password and len(password) < 6:
         errors["password"] = str(_l("At least 6 characters, or leave it blank to generate one."))
     try:
@@ -135,16 +164,15 @@ def create_and_associate(
         errors.update(exc.errors)
     if errors:
         raise DomainError(errors)
-    session = get_session()
     try:
-        user, password = create_login(email, firstname, lastname, password)
-        link = _link(client, user, perms, "client_user.create", f"Login {email} created and linked")
-        session.commit()
+        with transaction():
+            user, password = create_login(email, firstname, lastname, password)
+            link = _link(client, user, perms, "client_user.create", f"Login {email} created and linked")
     except IntegrityError:  # the same email registered concurrently
-        session.rollback()
-        raise DomainError({"email": str(_l("A user with this email already exists."))})
-    except Exception:
-        session.rollback()
+        raise DomainError({"email": str(NOT_LINKABLE)})
+    except DomainError as exc:
+        if "email" in exc.errors:  # create_login's own "already exists" must not tell whose it is
+            exc.errors["email"] = str(NOT_LINKABLE)
         raise
     return link, password
 
@@ -158,10 +186,9 @@ def set_permissions(client: Client, client_user_id: int, permissions: Iterable[s
     before = list(link.permissions or [])
     if before == perms:
         return {}
-    session = get_session()
-    try:
+    changes = {"permissions": [before, perms]}
+    with transaction():
         link.permissions = perms
-        changes = {"permissions": [before, perms]}
         activity.record(
             "client_user.update",
             client_id=client.id,
@@ -170,10 +197,6 @@ def set_permissions(client: Client, client_user_id: int, permissions: Iterable[s
             changes=changes,
             description=f"Permissions of {link.user.email} changed",
         )
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
     return changes
 
 
@@ -182,11 +205,10 @@ def transfer_ownership(client: Client, client_user_id: int) -> None:
     link = get_client_user(client, client_user_id)
     if link.is_owner:
         raise DomainError(str(_l("This login is already the owner.")))
-    session = get_session()
-    owners = session.scalars(
-        select(ClientUser).where(ClientUser.client_id == client.id, ClientUser.is_owner.is_(True))
-    ).all()
-    try:
+    with transaction() as session:
+        owners = session.scalars(
+            select(ClientUser).where(ClientUser.client_id == client.id, ClientUser.is_owner.is_(True))
+        ).all()
         for old in owners:
             old.is_owner = False
             old.permissions = list(CLIENT_PERMISSIONS)
@@ -202,10 +224,6 @@ def transfer_ownership(client: Client, client_user_id: int) -> None:
             changes={"owner": [old_email, link.user.email]},
             description=f"Ownership moved to {link.user.email}",
         )
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
 
 
 def unlink(client: Client, client_user_id: int) -> None:
@@ -213,8 +231,7 @@ def unlink(client: Client, client_user_id: int) -> None:
     link = get_client_user(client, client_user_id)
     if link.is_owner:
         raise DomainError(str(_l("The owner cannot be unlinked; transfer ownership first.")))
-    session = get_session()
-    try:
+    with transaction() as session:
         activity.record(
             "client_user.unlink",
             client_id=client.id,
@@ -224,7 +241,3 @@ def unlink(client: Client, client_user_id: int) -> None:
             description=f"Login {link.user.email} unlinked",
         )
         session.delete(link)
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise

@@ -9,8 +9,9 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from ..models import CLIENT_STATUSES, Client, ClientGroup, Currency, Invoice, Service, Tag, User, UserSecurity
+from ..models import Client, ClientGroup, Currency, Invoice, Service, Tag
 from ..models.base import MONEY_PLACES
+from ..security import has_perm
 from . import DomainError, activity
 from .clients import (
     PROFILE_FIELDS,
@@ -23,13 +24,14 @@ from .clients import (
     parse_money,
     scoped_clients,
 )
-from .session import get_session
-from .validation import normalize_phone, normalize_tax_id
+from .directory import staff_users
+from .session import get_session, transaction
+from .validation import check_lengths, normalize_phone, normalize_tax_id, parse_id
 
-# Fields logged for a profile change: the client's own columns plus its tags (by name).
-LOGGED_FIELDS = PROFILE_FIELDS + ("tags",)
-_TEXT_LIMITS = {
-    "firstname": 100, "lastname": 100, "company_name": 200, "national_id": 50, "blocked_reason": 255,
+# Free-text fields of the form and the columns their length limits come from.
+_TEXT_COLUMNS = {
+    "firstname": Client.firstname, "lastname": Client.lastname, "company_name": Client.company_name,
+    "national_id": Client.national_id, "blocked_reason": Client.blocked_reason,
 }
 
 
@@ -45,15 +47,7 @@ def _bool(data: Mapping[str, Any], name: str) -> bool:
 
 
 def _optional_id(errors: dict, data: Mapping[str, Any], name: str) -> int | None:
-    raw = _text(data, name)
-    if not raw:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        errors[name] = str(_l("Choose a valid entry."))
-        return None
-    return value if value > 0 else None
+    return _collect(errors, parse_id, data.get(name), name)
 
 
 def _coordinate(errors: dict, data: Mapping[str, Any], name: str, limit: int) -> float | None:
@@ -69,6 +63,14 @@ def _coordinate(errors: dict, data: Mapping[str, Any], name: str, limit: int) ->
         errors[name] = str(_l("Must be between %(low)s and %(high)s.", low=-limit, high=limit))
         return None
     return round(value, 6)
+
+
+def _tag_ids(errors: dict, data: Mapping[str, Any]) -> set[int]:
+    try:
+        return {parse_id(v, "tag_ids") for v in tag_ids_of(data)} - {None}
+    except DomainError:
+        errors["tag_ids"] = str(_l("Choose valid tags."))
+        return set()
 
 
 def tag_ids_of(data: Mapping[str, Any]) -> list[str]:
@@ -103,6 +105,15 @@ def _snapshot(client: Client) -> dict[str, Any]:
     return snap
 
 
+def parent_in_scope(client: Client) -> bool:
+    """Whether the caller may see the client's parent (its name and record), not just its id."""
+    if client.parent_id is None:
+        return False
+    return get_session().scalar(
+        scoped_clients().with_only_columns(Client.id).where(Client.id == client.parent_id)
+    ) is not None
+
+
 def update_profile(client: Client, data: Mapping[str, Any]) -> dict[str, list]:
     """Validate every field of `data` (form-like values), then apply them to `client` in one transaction.
 
@@ -113,13 +124,12 @@ def update_profile(client: Client, data: Mapping[str, Any]) -> dict[str, list]:
     errors: dict[str, str] = {}
     values: dict[str, Any] = {}
 
-    for name in ("firstname", "lastname"):
-        if not _text(data, name):
-            errors[name] = str(_l("This field is required."))
-    for name, limit in _TEXT_LIMITS.items():
+    for name in _TEXT_COLUMNS:
         values[name] = _text(data, name)
-        if len(values[name]) > limit:
-            errors[name] = str(_l("At most %(n)s characters.", n=limit))
+    for name in ("firstname", "lastname"):
+        if not values[name]:
+            errors[name] = str(_l("This field is required."))
+    errors.update({k: v for k, v in check_lengths(values, _TEXT_COLUMNS).items() if k not in errors})
     values["admin_notes"] = str(data.get("admin_notes") or "").strip()
 
     billing = client.billing_address
@@ -158,10 +168,15 @@ def update_profile(client: Client, data: Mapping[str, Any]) -> dict[str, list]:
     values["group_id"] = _collect(errors, check_group, group_id) if "group_id" not in errors else None
     manager_id = _optional_id(errors, data, "manager_id")
     if "manager_id" not in errors and manager_id != client.manager_id:
-        manager_id = _collect(errors, check_manager, manager_id)
+        if not has_perm("can_access_all"):
+            # Staff limited to their own clients may not hand a client over or unassign it.
+            errors["manager_id"] = str(_l("Only staff who can access all clients may change the manager."))
+        else:
+            manager_id = _collect(errors, check_manager, manager_id)
     values["manager_id"] = manager_id
     parent_id = _optional_id(errors, data, "parent_id")
-    if "parent_id" not in errors:
+    if "parent_id" not in errors and parent_id != client.parent_id:
+        # An unchanged parent is kept even when it lies outside the caller's scope.
         parent_id = _collect(errors, check_parent, client, parent_id)
     values["parent_id"] = parent_id
     values["latitude"] = _coordinate(errors, data, "latitude", 90)
@@ -174,53 +189,50 @@ def update_profile(client: Client, data: Mapping[str, Any]) -> dict[str, list]:
         )
 
     tags: list[Tag] = []
-    raw_tag_ids = tag_ids_of(data)
-    if raw_tag_ids:
-        try:
-            wanted = {int(v) for v in raw_tag_ids}
-        except ValueError:
-            wanted = set()
+    wanted = _tag_ids(errors, data)
+    if wanted:
+        tags = list(session.scalars(select(Tag).where(Tag.id.in_(wanted)).order_by(Tag.name)))
+        if len(tags) != len(wanted):
             errors["tag_ids"] = str(_l("Choose valid tags."))
-        if wanted:
-            tags = list(session.scalars(select(Tag).where(Tag.id.in_(wanted)).order_by(Tag.name)))
-            if len(tags) != len(wanted):
-                errors["tag_ids"] = str(_l("Choose valid tags."))
 
     if errors:
         raise DomainError(errors)
 
-    before = _snapshot(client)
     try:
-        for name, value in values.items():
-            setattr(client, name, value)
-        client.tags = tags
-        after = _snapshot(client)
-        changes = activity.diff(before, after)
-        if not changes:
-            session.rollback()
-            return {}
-        activity.record(
-            "client.update",
-            client_id=client.id,
-            object_type="client",
-            object_id=client.id,
-            changes=changes,
-            description="Profile updated",
-        )
-        session.commit()
+        with transaction():
+            before = _snapshot(client)
+            for name, value in values.items():
+                setattr(client, name, value)
+            client.tags = tags
+            changes = activity.diff(before, _snapshot(client))
+            if changes:
+                activity.record(
+                    "client.update",
+                    client_id=client.id,
+                    object_type="client",
+                    object_id=client.id,
+                    changes=changes,
+                    description="Profile updated",
+                )
+            else:  # nothing to write; the untouched values are put back
+                session.rollback()
     except IntegrityError:  # a concurrent save took the same tax id between the check and the commit
-        session.rollback()
         raise DomainError({"tax_id": str(_l("Another client already has this tax id."))})
-    except Exception:
-        session.rollback()
-        raise
     return changes
+
+
+def credit_limit_text(amount: Decimal | None) -> str:
+    """The credit limit for the edit form: 2 places, or all 4 stored places when they matter, so that
+    saving the form unchanged never rounds it."""
+    amount = Decimal(amount or 0).quantize(MONEY_PLACES)
+    cents = amount.quantize(Decimal("0.01"))
+    return f"{cents}" if cents == amount else f"{amount}"
 
 
 def profile_form_data(client: Client) -> dict[str, Any]:
     """The client's current values in the shape update_profile reads (for the edit form)."""
     data = {name: getattr(client, name) for name in PROFILE_FIELDS}
-    data["credit_limit"] = f"{client.credit_limit:.2f}"
+    data["credit_limit"] = credit_limit_text(client.credit_limit)
     data["tax_id"] = client.tax_id or ""
     data["tag_ids"] = [str(t.id) for t in client.tags]
     for name in ("group_id", "manager_id", "parent_id", "currency_id", "latitude", "longitude"):
@@ -231,20 +243,12 @@ def profile_form_data(client: Client) -> dict[str, Any]:
 def form_choices(client: Client) -> dict[str, list[tuple[str, str]]]:
     """Options of the profile form's selects (small reference tables; staff list)."""
     session = get_session()
-    staff = session.execute(
-        select(User.id, User.first_name, User.last_name, User.username)
-        .outerjoin(UserSecurity, UserSecurity.user_id == User.id)
-        .where(User.active.is_(True))
-        .where(func.coalesce(UserSecurity.is_client_login, False).is_(False))
-        .order_by(User.first_name, User.last_name)
-    ).all()
-    managers = [(str(u.id), f"{u.first_name} {u.last_name} ({u.username})") for u in staff]
+    managers = [(str(uid), label) for uid, label in staff_users()]
     if client.manager_id and str(client.manager_id) not in {m[0] for m in managers} and client.manager:
-        managers.append((str(client.manager_id), client.manager.username))
+        managers.append((str(client.manager_id), client.manager.username))  # e.g. a deactivated manager
     return {
         "language": [(code, meta.get("name", code)) for code, meta in current_app.config.get("LANGUAGES", {}).items()],
         "currency_id": [(str(c.id), c.code) for c in session.scalars(select(Currency).order_by(Currency.code))],
-        "status": [(s, s) for s in CLIENT_STATUSES],
         "group_id": [(str(g.id), g.name) for g in session.scalars(select(ClientGroup).order_by(ClientGroup.name))],
         "tag_ids": [(str(t.id), t.name) for t in session.scalars(select(Tag).order_by(Tag.name))],
         "manager_id": managers,
