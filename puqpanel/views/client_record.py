@@ -5,46 +5,33 @@ are looked up together with the client id. State changes are POST-only routes ca
 """
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
-from flask import abort, flash, jsonify, redirect, request, url_for
+from flask import abort, flash, redirect, request, url_for
 from flask_appbuilder import BaseView, expose
 from flask_appbuilder.security.decorators import has_access
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import select
 
 from ..domain import DomainError, NotFound
+from ..domain import activity as activity_domain
 from ..domain import addresses as address_domain
 from ..domain import client_users as user_domain
 from ..domain import custom_fields as cf_domain
 from ..domain import notes as note_domain
 from ..domain import profile as profile_domain
 from ..domain.clients import ADDRESS_FIELDS, get_client
-from ..domain.session import get_session
-from ..domain.validation import check_country, countries, regions
+from ..domain.directory import parse_page
+from ..domain.validation import MAX_ID, countries, regions
 from ..models import ADDRESS_TYPES, CLIENT_PERMISSIONS, ActivityLog, Client
 from ..security import CLIENT_PERMS, CLIENTS, has_perm
+from .formatting import STATUS_LABELS
 
 ACTIVITY_PAGE_SIZE = 50
+# Route ids: anything beyond a 32-bit row id is a 404 before it reaches the database.
+ID = f"int(max={MAX_ID})"
+RECORD = f"/<{ID}:client_id>"
 
-STATUS_LABELS = {
-    "new": _l("New"),
-    "active": _l("Active"),
-    "inactive": _l("Inactive"),
-    "suspended": _l("Suspended"),
-    "closed": _l("Closed"),
-    "fraud": _l("Fraud"),
-}
-STATUS_CLASSES = {
-    "new": "info",
-    "active": "success",
-    "inactive": "default",
-    "suspended": "warning",
-    "closed": "default",
-    "fraud": "danger",
-}
 ADDRESS_TYPE_LABELS = {"billing": _l("Billing"), "shipping": _l("Shipping"), "service": _l("Service")}
 FIELD_TYPE_LABELS = {
     "text": _l("Text"), "number": _l("Number"), "select": _l("Select"), "bool": _l("Yes / no"), "date": _l("Date"),
@@ -61,14 +48,6 @@ TABS = (
     ("custom_fields", _l("Custom Fields")),
     ("activity", _l("Activity")),
 )
-
-
-def money(amount: Decimal | None, currency=None) -> str:
-    amount = Decimal(amount or 0)
-    text = f"{amount:,.2f}"
-    if currency is not None:
-        return f"{currency.prefix}{text}{currency.suffix}" if (currency.prefix or currency.suffix) else f"{text} {currency.code}"
-    return text
 
 
 def _show(value: Any) -> str:
@@ -107,7 +86,6 @@ class ClientRecordView(BaseView):
         "summary": "show",
         "profile": "show",
         "addresses": "show",
-        "regions": "show",
         "users": "show",
         "notes": "show",
         "custom_fields": "show",
@@ -138,6 +116,7 @@ class ClientRecordView(BaseView):
             "manage_addresses": has_perm("can_manage_addresses"),
             "manage_users": has_perm("can_manage_users"),
             "write_note": has_perm("can_write_note"),
+            "access_all": has_perm("can_access_all"),
         }
         return (
             self.render_template(
@@ -146,9 +125,7 @@ class ClientRecordView(BaseView):
                 tab=tab,
                 tabs=TABS,
                 can=can,
-                money=money,
                 status_labels=STATUS_LABELS,
-                status_classes=STATUS_CLASSES,
                 **kwargs,
             ),
             status,
@@ -157,8 +134,21 @@ class ClientRecordView(BaseView):
     def _back(self, endpoint: str, client: Client):
         return redirect(url_for(f"{self.__class__.__name__}.{endpoint}", client_id=client.id))
 
+    def _act(self, client: Client, endpoint: str, success: str, action, *args):
+        """A one-click change answered by a redirect to the tab: an unknown sub-object is a 404, a refused
+        change is flashed, success is flashed."""
+        try:
+            action(client, *args)
+        except NotFound:
+            abort(404)
+        except DomainError as exc:
+            flash(" ".join(exc.errors.values()), "danger")
+        else:
+            flash(success, "success")
+        return self._back(endpoint, client)
+
     # -- Summary ------------------------------------------------------------------------------------
-    @expose("/<int:client_id>")
+    @expose(RECORD)
     @has_access
     def summary(self, client_id: int):
         client = self._client(client_id)
@@ -167,6 +157,7 @@ class ClientRecordView(BaseView):
             client,
             finance=profile_domain.finance_summary(client),
             sticky_notes=note_domain.list_notes(client, sticky_only=True),
+            parent_visible=profile_domain.parent_in_scope(client),
         )
 
     # -- Profile ------------------------------------------------------------------------------------
@@ -178,15 +169,16 @@ class ClientRecordView(BaseView):
             form=form,
             errors=errors or {},
             choices=profile_domain.form_choices(client),
+            parent_visible=profile_domain.parent_in_scope(client),
         )
 
-    @expose("/<int:client_id>/profile")
+    @expose(f"{RECORD}/profile")
     @has_access
     def profile(self, client_id: int):
         client = self._client(client_id)
         return self._render_profile(client, profile_domain.profile_form_data(client))
 
-    @expose("/<int:client_id>/profile/save", methods=["POST"])
+    @expose(f"{RECORD}/profile/save", methods=["POST"])
     @has_access
     def profile_save(self, client_id: int):
         client = self._client(client_id)
@@ -212,26 +204,16 @@ class ClientRecordView(BaseView):
             regions=regions,
         )
 
-    @expose("/<int:client_id>/addresses")
+    @expose(f"{RECORD}/addresses")
     @has_access
     def addresses(self, client_id: int):
         return self._render_addresses(self._client(client_id))
-
-    @expose("/<int:client_id>/regions/<string:cc>")
-    @has_access
-    def regions(self, client_id: int, cc: str):
-        self._client(client_id)
-        try:
-            country = check_country(cc)
-        except DomainError:
-            abort(404)
-        return jsonify([{"code": code, "name": name} for code, name in regions(country)])
 
     @staticmethod
     def _address_form() -> dict[str, str]:
         return {name: request.form.get(name, "") for name in ADDRESS_FIELDS}
 
-    @expose("/<int:client_id>/addresses/create", methods=["POST"])
+    @expose(f"{RECORD}/addresses/create", methods=["POST"])
     @has_access
     def address_create(self, client_id: int):
         client = self._client(client_id)
@@ -243,7 +225,7 @@ class ClientRecordView(BaseView):
         flash(_("Address added."), "success")
         return self._back("addresses", client)
 
-    @expose("/<int:client_id>/addresses/<int:address_id>/update", methods=["POST"])
+    @expose(f"{RECORD}/addresses/<{ID}:address_id>/update", methods=["POST"])
     @has_access
     def address_update(self, client_id: int, address_id: int):
         client = self._client(client_id)
@@ -257,19 +239,11 @@ class ClientRecordView(BaseView):
         flash(_("Address saved."), "success")
         return self._back("addresses", client)
 
-    @expose("/<int:client_id>/addresses/<int:address_id>/delete", methods=["POST"])
+    @expose(f"{RECORD}/addresses/<{ID}:address_id>/delete", methods=["POST"])
     @has_access
     def address_delete(self, client_id: int, address_id: int):
         client = self._client(client_id)
-        try:
-            address_domain.delete_address(client, address_id)
-        except NotFound:
-            abort(404)
-        except DomainError as exc:
-            flash(" ".join(exc.errors.values()), "danger")
-            return self._back("addresses", client)
-        flash(_("Address deleted."), "success")
-        return self._back("addresses", client)
+        return self._act(client, "addresses", _("Address deleted."), address_domain.delete_address, address_id)
 
     # -- Users --------------------------------------------------------------------------------------
     def _render_users(self, client: Client, modal: dict | None = None, new_password: str = "", new_login: str = ""):
@@ -284,12 +258,12 @@ class ClientRecordView(BaseView):
             new_login=new_login,
         )
 
-    @expose("/<int:client_id>/users")
+    @expose(f"{RECORD}/users")
     @has_access
     def users(self, client_id: int):
         return self._render_users(self._client(client_id))
 
-    @expose("/<int:client_id>/users/associate", methods=["POST"])
+    @expose(f"{RECORD}/users/associate", methods=["POST"])
     @has_access
     def user_associate(self, client_id: int):
         client = self._client(client_id)
@@ -310,47 +284,24 @@ class ClientRecordView(BaseView):
         flash(_("User linked."), "success")
         return self._back("users", client)
 
-    @expose("/<int:client_id>/users/<int:link_id>/permissions", methods=["POST"])
+    @expose(f"{RECORD}/users/<{ID}:link_id>/permissions", methods=["POST"])
     @has_access
     def user_permissions(self, client_id: int, link_id: int):
         client = self._client(client_id)
-        try:
-            user_domain.set_permissions(client, link_id, request.form.getlist("permissions"))
-        except NotFound:
-            abort(404)
-        except DomainError as exc:
-            flash(" ".join(exc.errors.values()), "danger")
-            return self._back("users", client)
-        flash(_("Permissions saved."), "success")
-        return self._back("users", client)
+        permissions = request.form.getlist("permissions")
+        return self._act(client, "users", _("Permissions saved."), user_domain.set_permissions, link_id, permissions)
 
-    @expose("/<int:client_id>/users/<int:link_id>/transfer", methods=["POST"])
+    @expose(f"{RECORD}/users/<{ID}:link_id>/transfer", methods=["POST"])
     @has_access
     def user_transfer(self, client_id: int, link_id: int):
         client = self._client(client_id)
-        try:
-            user_domain.transfer_ownership(client, link_id)
-        except NotFound:
-            abort(404)
-        except DomainError as exc:
-            flash(" ".join(exc.errors.values()), "danger")
-            return self._back("users", client)
-        flash(_("Ownership transferred."), "success")
-        return self._back("users", client)
+        return self._act(client, "users", _("Ownership transferred."), user_domain.transfer_ownership, link_id)
 
-    @expose("/<int:client_id>/users/<int:link_id>/unlink", methods=["POST"])
+    @expose(f"{RECORD}/users/<{ID}:link_id>/unlink", methods=["POST"])
     @has_access
     def user_unlink(self, client_id: int, link_id: int):
         client = self._client(client_id)
-        try:
-            user_domain.unlink(client, link_id)
-        except NotFound:
-            abort(404)
-        except DomainError as exc:
-            flash(" ".join(exc.errors.values()), "danger")
-            return self._back("users", client)
-        flash(_("User unlinked."), "success")
-        return self._back("users", client)
+        return self._act(client, "users", _("User unlinked."), user_domain.unlink, link_id)
 
     # -- Notes --------------------------------------------------------------------------------------
     def _render_notes(self, client: Client, form: dict | None = None, errors: dict | None = None):
@@ -358,12 +309,12 @@ class ClientRecordView(BaseView):
             "notes", client, notes=note_domain.list_notes(client), form=form or {}, errors=errors or {}
         )
 
-    @expose("/<int:client_id>/notes")
+    @expose(f"{RECORD}/notes")
     @has_access
     def notes(self, client_id: int):
         return self._render_notes(self._client(client_id))
 
-    @expose("/<int:client_id>/notes/add", methods=["POST"])
+    @expose(f"{RECORD}/notes/add", methods=["POST"])
     @has_access
     def note_add(self, client_id: int):
         client = self._client(client_id)
@@ -389,12 +340,12 @@ class ClientRecordView(BaseView):
             errors=errors or {},
         )
 
-    @expose("/<int:client_id>/custom-fields")
+    @expose(f"{RECORD}/custom-fields")
     @has_access
     def custom_fields(self, client_id: int):
         return self._render_custom_fields(self._client(client_id))
 
-    @expose("/<int:client_id>/custom-fields/save", methods=["POST"])
+    @expose(f"{RECORD}/custom-fields/save", methods=["POST"])
     @has_access
     def custom_fields_save(self, client_id: int):
         client = self._client(client_id)
@@ -407,27 +358,16 @@ class ClientRecordView(BaseView):
         return self._back("custom_fields", client)
 
     # -- Activity -----------------------------------------------------------------------------------
-    @expose("/<int:client_id>/activity")
+    @expose(f"{RECORD}/activity")
     @has_access
     def activity(self, client_id: int):
         client = self._client(client_id)
-        page = max(request.args.get("page", 1, type=int) or 1, 1)
-        # One query a page: actor and impersonator are joined eagerly (lazy="joined" on the model); one
-        # extra row tells whether a next page exists, so no COUNT is needed.
-        rows = list(
-            get_session().scalars(
-                select(ActivityLog)
-                .where(ActivityLog.client_id == client.id)
-                .order_by(ActivityLog.created_at.desc(), ActivityLog.id.desc())
-                .limit(ACTIVITY_PAGE_SIZE + 1)
-                .offset((page - 1) * ACTIVITY_PAGE_SIZE)
-            ).unique()
-        )
-        has_next = len(rows) > ACTIVITY_PAGE_SIZE
+        page = parse_page(request.args.get("page"))
+        entries, has_next = activity_domain.client_activity(client.id, page, ACTIVITY_PAGE_SIZE)
         return self._render(
             "activity",
             client,
-            entries=rows[:ACTIVITY_PAGE_SIZE],
+            entries=entries,
             change_lines=change_lines,
             page=page,
             has_next=has_next,
