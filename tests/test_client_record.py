@@ -336,11 +336,12 @@ def test_address_of_another_client_is_404(app, db, admin, client_row):
     assert db.get(ClientAddress, foreign_shipping.id).city == "Hamburg"
 
 
-def test_regions_endpoint(app, db, admin, client_row):
-    resp = admin.get(url(client_row, "/regions/de"))
-    assert resp.status_code == 200
-    assert {"code": "DE-BE", "name": "Berlin"} in resp.json
-    assert admin.get(url(client_row, "/regions/XX")).status_code == 404
+def test_address_modal_loads_regions_from_the_directory_endpoint(app, db, admin, client_row):
+    page = admin.get(url(client_row, "/addresses")).text
+    assert 'data-regions-url="/clients/regions/XX"' in page
+    assert "/regions.js" in page  # the one shared script, reading {"country": cc, "regions": [{"code", "name"}]}
+    resp = admin.get("/clients/regions/DE")
+    assert resp.status_code == 200 and {"code": "DE-BE", "name": "Berlin"} in resp.json["regions"]
 
 
 # -- users -------------------------------------------------------------------------------------------------
@@ -421,11 +422,14 @@ def test_create_new_login_shows_password_once(app, db, admin, client_row):
 @pytest.mark.parametrize(
     "payload, message",
     [
-        ({"mode": "existing", "email": "admin@staff.test"}, "staff account"),
-        ({"mode": "existing", "email": "nobody@example.com"}, "No login has this email"),
+        ({"mode": "existing", "email": "admin@staff.test"}, "No client login with this email can be linked"),
+        ({"mode": "existing", "email": "nobody@example.com"}, "No client login with this email can be linked"),
         ({"mode": "existing", "email": "OWNER"}, "already linked"),
         ({"mode": "new", "email": "OWNER", "firstname": "A", "lastname": "B"}, "already exists"),
         ({"mode": "new", "email": "dan@example.com", "firstname": "", "lastname": "B"}, "This field is required"),
+        ({"mode": "new", "email": "dan@example.com", "firstname": "F" * 65, "lastname": "B"}, "At most 64 characters"),
+        ({"mode": "new", "email": "d" * 120 + "@example.com", "firstname": "F", "lastname": "B"},
+         "At most 128 characters"),
         ({"mode": "existing", "email": "x@example.com", "permissions": ["root"]}, "Unknown permission"),
     ],
 )
@@ -579,3 +583,100 @@ def test_activity_is_paginated_in_one_query(app, db, admin, client_row):
     finally:
         event.remove(engine, "before_cursor_execute", count)
     assert len(statements) == 1
+
+
+# -- review fixes: bounds, round trips ------------------------------------------------------------------------
+HUGE = str(2**31)  # one past the largest row id
+
+
+def test_oversized_ids_in_record_urls_are_404(app, db, admin, client_row):
+    for tail in ("", "/profile", "/addresses", "/users", "/notes", "/custom-fields", "/activity"):
+        assert admin.get(f"/clients/{HUGE}{tail}").status_code == 404, tail
+        assert admin.get(f"/clients/{10**20}{tail}").status_code == 404, tail
+    users_url = url(client_row, "/users")
+    for tail in (f"/addresses/{HUGE}/update", f"/addresses/{10**20}/delete", f"/users/{HUGE}/permissions",
+                 f"/users/{10**20}/transfer", f"/users/{HUGE}/unlink"):
+        assert admin.post_form(url(client_row, tail), ADDRESS, form_url=users_url).status_code == 404, tail
+    assert admin.post_form(f"/clients/{HUGE}/notes/add", {"body": "x"}, form_url=users_url).status_code == 404
+
+
+@pytest.mark.parametrize("field", ["currency_id", "group_id", "manager_id", "parent_id", "tag_ids"])
+@pytest.mark.parametrize("value", [HUGE, str(10**20), "-1", "1e3"])
+def test_oversized_ids_in_the_profile_form_are_field_errors(app, db, admin, client_row, field, value):
+    posted = [value] if field == "tag_ids" else value
+    payload = profile_payload(client_row, company_name="Changed Ltd", **{field: posted})
+    resp = admin.post_form(url(client_row, "/profile/save"), payload, form_url=url(client_row, "/profile"))
+    assert resp.status_code == 200 and "nothing was saved" in resp.text
+    assert re.search(rf'has-error">\s*<label class="control-label" for="{field}"', resp.text), field
+    db.expire_all()
+    assert db.get(Client, client_row.id).company_name == "Schmidt GmbH"
+
+
+def test_activity_page_number_is_bounded(app, db, admin, client_row):
+    for page in (str(10**20), "-5", "abc", str(2**63)):
+        resp = admin.get(url(client_row, f"/activity?page={page}"))
+        assert resp.status_code == 200, page
+    assert "client.create" in admin.get(url(client_row, "/activity?page=-5")).text  # read as page 1
+
+
+def test_credit_limit_keeps_its_four_places_through_an_unchanged_save(app, db, admin, client_row):
+    client_row.credit_limit = Decimal("12.3457")
+    db.commit()
+    form = admin.get(url(client_row, "/profile")).text
+    assert re.search(r'name="credit_limit" value="12\.3457"', form)
+    resp = admin.post_form(url(client_row, "/profile/save"), profile_payload(client_row),
+                           form_url=url(client_row, "/profile"))
+    assert resp.status_code == 302
+    db.expire_all()
+    assert db.get(Client, client_row.id).credit_limit == Decimal("12.3457")
+    assert logs(db, client_row, "client.update") == []
+    # whole cents are shown with two places, and round-trip the same way
+    client_row = db.get(Client, client_row.id)
+    client_row.credit_limit = Decimal("250.5")
+    db.commit()
+    assert re.search(r'name="credit_limit" value="250\.50"', admin.get(url(client_row, "/profile")).text)
+    admin.post_form(url(client_row, "/profile/save"), profile_payload(client_row), form_url=url(client_row, "/profile"))
+    assert logs(db, client_row, "client.update") == []
+
+
+def test_summary_shows_a_visible_parent_by_name(app, db, admin, client_row):
+    parent = new_client(firstname="Paula", lastname="Parent", company_name="Parent Holding")
+    client_row.parent_id = parent.id
+    db.commit()
+    summary = admin.get(url(client_row)).text
+    assert "Parent Holding" in summary and f"/clients/{parent.id}\"" in summary
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("a" * 30 + "!", "does not have the required format"),  # exponential backtracking in (a+)+$
+        ("a" * 1001, "At most 1000 characters"),
+    ],
+)
+def test_custom_field_regex_is_time_and_length_bounded(app, db, admin, client_row, value, message):
+    import time
+
+    field = CustomField(name="Code", field_type="text", regex=r"(a+)+$")
+    db.add(field)
+    db.commit()
+    started = time.monotonic()
+    resp = admin.post_form(url(client_row, "/custom-fields/save"), {f"cf_{field.id}": value},
+                           form_url=url(client_row, "/custom-fields"))
+    assert time.monotonic() - started < 10
+    assert resp.status_code == 200 and message in resp.text
+    assert db.scalar(select(func.count()).select_from(CustomFieldValue)) == 0
+    ok = admin.post_form(url(client_row, "/custom-fields/save"), {f"cf_{field.id}": "aaa"},
+                         form_url=url(client_row, "/custom-fields"))
+    assert ok.status_code == 302
+
+
+@pytest.mark.parametrize("value", ["1e999999999", "1e31", "1e-31", "NaN", "Infinity"])
+def test_number_custom_field_refuses_huge_exponents(app, db, admin, client_row, value):
+    field = CustomField(name="Seats", field_type="number")
+    db.add(field)
+    db.commit()
+    resp = admin.post_form(url(client_row, "/custom-fields/save"), {f"cf_{field.id}": value},
+                           form_url=url(client_row, "/custom-fields"))
+    assert resp.status_code == 200 and "nothing was saved" in resp.text
+    assert db.scalar(select(func.count()).select_from(CustomFieldValue)) == 0

@@ -1,5 +1,7 @@
-"""Row scoping and permissions of the client record: every tab, every action, the regions endpoint."""
+"""Row scoping and permissions of the client record: every tab, every action."""
 from __future__ import annotations
+
+import re
 
 import pytest
 from sqlalchemy import func, select
@@ -10,7 +12,7 @@ from puqpanel.models import ActivityLog, Client, ClientAddress, ClientNote, Clie
 
 from test_client_record import ADDRESS, profile_payload
 
-GET_TABS = ("", "/profile", "/addresses", "/users", "/notes", "/custom-fields", "/activity", "/regions/DE")
+GET_TABS = ("", "/profile", "/addresses", "/users", "/notes", "/custom-fields", "/activity")
 
 
 @pytest.fixture()
@@ -166,3 +168,98 @@ def test_anonymous_is_sent_to_login(app, db, world, browser):
     client = world["manager1"]
     resp = browser.get(f"/clients/{client.id}")
     assert resp.status_code == 302 and "/login/" in resp.headers["Location"]
+
+
+def test_manager_cannot_change_or_remove_the_manager(app, db, world, staff, make_browser):
+    m1 = make_browser("manager1")
+    own = world["manager1"]
+    form = m1.get(f"/clients/{own.id}/profile").text
+    assert re.search(r'<select class="form-control" id="manager_id"\s+disabled>', form)
+    assert f'<input type="hidden" name="manager_id" value="{staff["manager1"].id}">' in form
+    for value in (str(staff["manager2"].id), ""):
+        resp = m1.post_form(f"/clients/{own.id}/profile/save",
+                            profile_payload(own, manager_id=value, company_name="Handed Over"),
+                            form_url=f"/clients/{own.id}/profile")
+        assert resp.status_code == 200 and "may change the manager" in resp.text
+    db.expire_all()
+    assert (db.get(Client, own.id).manager_id, db.get(Client, own.id).company_name) == (staff["manager1"].id, "")
+    # an unchanged manager saves fine; staff who reach every client may reassign
+    assert m1.post_form(f"/clients/{own.id}/profile/save", profile_payload(own, company_name="Kept"),
+                        form_url=f"/clients/{own.id}/profile").status_code == 302
+    admin = make_browser("admin")
+    assert re.search(r'<select class="form-control" id="manager_id" name="manager_id"\s*>',
+                     admin.get(f"/clients/{own.id}/profile").text)
+    assert admin.post_form(f"/clients/{own.id}/profile/save",
+                           profile_payload(own, manager_id=str(staff["manager2"].id)),
+                           form_url=f"/clients/{own.id}/profile").status_code == 302
+    db.expire_all()
+    assert db.get(Client, own.id).manager_id == staff["manager2"].id
+
+
+def test_manager_saves_a_profile_whose_parent_is_outside_its_scope(app, db, world, make_browser):
+    own, foreign = world["manager1"], world["manager2"]
+    own.parent_id = foreign.id  # set by someone who reaches both
+    foreign.company_name = "Secret Holding"
+    db.commit()
+    m1 = make_browser("manager1")
+    summary = m1.get(f"/clients/{own.id}").text
+    profile = m1.get(f"/clients/{own.id}/profile").text
+    for page in (summary, profile):
+        assert "Secret Holding" not in page
+    assert re.search(rf'class="puq-parent">#{foreign.id}<', summary)
+    resp = m1.post_form(f"/clients/{own.id}/profile/save", profile_payload(own, company_name="Still Mine"),
+                        form_url=f"/clients/{own.id}/profile")
+    assert resp.status_code == 302
+    db.expire_all()
+    assert (db.get(Client, own.id).company_name, db.get(Client, own.id).parent_id) == ("Still Mine", foreign.id)
+    # ...but it cannot pick another client outside its scope, nor re-pick this one once removed
+    resp = m1.post_form(f"/clients/{own.id}/profile/save", profile_payload(own, parent_id=""),
+                        form_url=f"/clients/{own.id}/profile")
+    assert resp.status_code == 302
+    resp = m1.post_form(f"/clients/{own.id}/profile/save", profile_payload(own, parent_id=str(foreign.id)),
+                        form_url=f"/clients/{own.id}/profile")
+    assert resp.status_code == 200 and "Unknown client" in resp.text
+
+
+NEUTRAL = "No client login with this email can be linked to this client."
+
+
+def test_manager_cannot_link_or_probe_logins_outside_its_scope(app, db, world, staff, make_browser):
+    foreign = world["manager2"]
+    staff["support"].email = "support@example.com"  # a staff account with a deliverable-looking address
+    db.commit()
+    m2 = make_browser("manager2")
+    users_url = f"/clients/{foreign.id}/users"
+    before = _snapshot(db)
+    answers = {}
+    for email in ("owner-manager1@example.com", "OWNER-MANAGER1@example.com", "nobody@example.com",
+                  "support@example.com", "manager1@staff.test"):
+        resp = m2.post_form(f"/clients/{foreign.id}/users/associate",
+                            {"mode": "existing", "email": email, "permissions": ["manage_services"]},
+                            form_url=users_url)
+        assert resp.status_code == 200, email
+        answers[email] = re.search(r'puq-field-error">([^<]*)<', resp.text).group(1)
+    assert set(answers.values()) == {NEUTRAL}, answers
+    # create-new with a taken address: the same answer, nothing created
+    for email in ("owner-manager1@example.com", "support@example.com"):
+        resp = m2.post_form(f"/clients/{foreign.id}/users/associate",
+                            {"mode": "new", "email": email, "firstname": "X", "lastname": "Y"}, form_url=users_url)
+        assert resp.status_code == 200 and NEUTRAL in resp.text and "already exists" not in resp.text, email
+    assert _snapshot(db) == before
+    db.expire_all()
+    assert foreign.owner.email == "owner-manager2@example.com"
+
+    # A login whose links are all within manager2's scope can be linked (here: its own client's extra login
+    # is linked to manager1's client too, so it is not; a fresh login of manager2's client is).
+    m2.post_form(f"/clients/{foreign.id}/users/associate",
+                 {"mode": "new", "email": "fresh@example.com", "firstname": "F", "lastname": "R"}, form_url=users_url)
+    second, _ = create_client(NewClient(email="second-owner@example.com", firstname="S", lastname="O",
+                                        address1="A 1", city="Berlin", country="DE", manager_id=staff["manager2"].id))
+    resp = m2.post_form(f"/clients/{second.id}/users/associate",
+                        {"mode": "existing", "email": "fresh@example.com"}, form_url=f"/clients/{second.id}/users")
+    assert resp.status_code == 302
+    # an admin may link the other manager's owner login
+    admin = make_browser("admin")
+    resp = admin.post_form(f"/clients/{foreign.id}/users/associate",
+                           {"mode": "existing", "email": "owner-manager1@example.com"}, form_url=users_url)
+    assert resp.status_code == 302
