@@ -1,12 +1,15 @@
 """Staff screens for client groups, tags and custom field definitions (plain FAB ModelViews)."""
 from __future__ import annotations
 
-import re
-
+import regex
 from flask_appbuilder import ModelView
+from flask_appbuilder.fieldwidgets import (
+    BS3TextAreaFieldWidget,
+    BS3TextFieldWidget,
+    Select2Widget,
+)
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 from flask_babel import lazy_gettext as _l
-from flask_appbuilder.fieldwidgets import BS3TextAreaFieldWidget, BS3TextFieldWidget, Select2Widget
 from wtforms import BooleanField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Regexp, ValidationError
 
@@ -57,8 +60,8 @@ class TagView(ModelView):
 def _valid_regex(form, field):
     if field.data:
         try:
-            re.compile(field.data)
-        except re.error as exc:
+            regex.compile(field.data)  # the engine custom-field values are matched with
+        except regex.error as exc:
             raise ValidationError(_l("Not a valid regular expression: %(error)s", error=str(exc)))
 
 
