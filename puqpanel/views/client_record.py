@@ -202,6 +202,7 @@ class ClientRecordView(BaseView):
             address_type_labels=ADDRESS_TYPE_LABELS,
             countries=countries(),
             regions=regions,
+            address_values=lambda address: {name: getattr(address, name) for name in ADDRESS_FIELDS},
         )
 
     @expose(f"{RECORD}/addresses")
