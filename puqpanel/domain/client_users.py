@@ -8,7 +8,6 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from ..models import CLIENT_PERMISSIONS, Client, ClientUser, User, UserSecurity
-from ..security import has_perm
 from . import DomainError, NotFound, activity
 from .clients import create_login, scoped_clients
 from .session import get_session, transaction
@@ -85,13 +84,11 @@ def _find_login(email: str) -> User | None:
 
 
 def linkable(user: User) -> bool:
-    """A client-area login (never staff) the caller may link: staff without access to all clients only
-    logins whose every existing link is to a client they reach."""
+    """A client-area login (never staff) the caller may link: only logins whose every existing link is to a
+    client the caller reaches (security.client_scope: everything for access-all staff and for the CLI)."""
     session = get_session()
     if not session.scalar(select(UserSecurity.is_client_login).where(UserSecurity.user_id == user.id)):
         return False
-    if has_perm("can_access_all"):
-        return True
     in_scope = scoped_clients().with_only_columns(Client.id)
     foreign = session.scalar(
         select(ClientUser.id).where(ClientUser.user_id == user.id, ClientUser.client_id.not_in(in_scope)).limit(1)
