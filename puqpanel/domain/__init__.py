@@ -13,3 +13,13 @@ class DomainError(Exception):
 
 class NotFound(DomainError):
     """The row does not exist or is outside the caller's scope (same answer for both)."""
+
+
+def collect(errors: dict[str, str], fn, *args, **kwargs):
+    """fn(*args, **kwargs), or None with its DomainError's field errors added to `errors` (so that a form
+    reports every bad field at once)."""
+    try:
+        return fn(*args, **kwargs)
+    except DomainError as exc:
+        errors.update(exc.errors)
+        return None

@@ -7,10 +7,10 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
 from ..models import ADDRESS_TYPES, Client, ClientAddress
-from . import DomainError, NotFound, activity
-from .clients import ADDRESS_FIELDS, _collect
+from . import DomainError, NotFound, activity, collect
+from .clients import ADDRESS_FIELDS
 from .session import get_session, transaction
-from .validation import check_country, check_lengths, check_region, normalize_email, normalize_phone
+from .validation import check_country, check_region, check_texts, normalize_email, normalize_phone
 
 # Free-text fields and the columns their length limits come from (the others are normalised codes).
 _TEXT_COLUMNS = {
@@ -42,24 +42,32 @@ def _validate(data: Mapping[str, Any], existing: ClientAddress | None) -> dict[s
     elif values["type"] == "billing":
         errors["type"] = str(_l("A client has exactly one billing address; choose shipping or service."))
 
-    for name in ("address1", "city", "country"):
-        if not values[name]:
-            errors[name] = str(_l("This field is required."))
-    errors.update({k: v for k, v in check_lengths(values, _TEXT_COLUMNS).items() if k not in errors})
+    check_texts(errors, values, ("address1", "city", "country"), _TEXT_COLUMNS)
     if values["country"]:
-        values["country"] = _collect(errors, check_country, values["country"]) or ""
+        values["country"] = collect(errors, check_country, values["country"]) or ""
     if values["country"]:
-        values["region"] = _collect(errors, check_region, values["country"], values["region"]) or ""
+        values["region"] = collect(errors, check_region, values["country"], values["region"]) or ""
     else:
         values["region"] = ""
     values["contact_phone"] = (
-        _collect(errors, normalize_phone, values["contact_phone"], values["country"] or None, "contact_phone") or ""
+        collect(errors, normalize_phone, values["contact_phone"], values["country"] or None, "contact_phone") or ""
     )
     if values["contact_email"]:
-        values["contact_email"] = _collect(errors, normalize_email, values["contact_email"], "contact_email") or ""
+        values["contact_email"] = collect(errors, normalize_email, values["contact_email"], "contact_email") or ""
     if errors:
         raise DomainError(errors)
     return values
+
+
+def _log(client: Client, address: ClientAddress, action: str, changes: dict, done: str) -> None:
+    activity.record(
+        action,
+        client_id=client.id,
+        object_type="address",
+        object_id=address.id,
+        changes=changes,
+        description=f"Address {address.name or address.type} {done}",
+    )
 
 
 def create_address(client: Client, data: Mapping[str, Any]) -> ClientAddress:
@@ -69,14 +77,7 @@ def create_address(client: Client, data: Mapping[str, Any]) -> ClientAddress:
         address = ClientAddress(client_id=client.id, **values)
         session.add(address)
         session.flush()
-        activity.record(
-            "address.create",
-            client_id=client.id,
-            object_type="address",
-            object_id=address.id,
-            changes=activity.snapshot(address, ADDRESS_FIELDS),
-            description=f"Address {address.name or address.type} added",
-        )
+        _log(client, address, "address.create", activity.snapshot(address, ADDRESS_FIELDS), "added")
     return address
 
 
@@ -90,14 +91,7 @@ def update_address(client: Client, address_id: int, data: Mapping[str, Any]) -> 
         with transaction():
             for name, value in values.items():
                 setattr(address, name, value)
-            activity.record(
-                "address.update",
-                client_id=client.id,
-                object_type="address",
-                object_id=address.id,
-                changes=changes,
-                description=f"Address {address.name or address.type} updated",
-            )
+            _log(client, address, "address.update", changes, "updated")
     return changes
 
 
@@ -107,14 +101,7 @@ def delete_address(client: Client, address_id: int) -> None:
     if address.type == "billing":
         raise DomainError(str(_l("The billing address cannot be deleted.")))
     with transaction() as session:
-        activity.record(
-            "address.delete",
-            client_id=client.id,
-            object_type="address",
-            object_id=address.id,
-            changes=activity.snapshot(address, ADDRESS_FIELDS),
-            description=f"Address {address.name or address.type} deleted",
-        )
+        _log(client, address, "address.delete", activity.snapshot(address, ADDRESS_FIELDS), "deleted")
         session.delete(address)
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 from typing import Iterable
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import func, or_, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from ..models import CLIENT_PERMISSIONS, Client, ClientUser, User, UserSecurity
-from . import DomainError, NotFound, activity
-from .clients import create_login, scoped_clients
+from . import DomainError, NotFound, activity, collect
+from .clients import LOGIN_COLUMNS, create_login, find_login, scoped_clients
+from .passwords import check_password
 from .session import get_session, transaction
-from .validation import check_lengths, normalize_email
+from .validation import check_texts, normalize_email
 
 PERMISSION_LABELS = {
     "modify_profile": _l("Modify Master Account Profile"),
@@ -26,8 +27,6 @@ PERMISSION_LABELS = {
 # One answer for an unknown email, a staff account and a login of clients outside the caller's scope, so the
 # form cannot be used to learn which emails exist or who they belong to.
 NOT_LINKABLE = _l("No client login with this email can be linked to this client.")
-# Limits of FAB's user table: the email is also the username.
-_LOGIN_COLUMNS = {"firstname": User.first_name, "lastname": User.last_name, "email": User.username}
 
 
 def check_permissions(keys: Iterable[str]) -> list[str]:
@@ -60,27 +59,24 @@ def list_client_users(client: Client) -> list[dict]:
     return [{"link": link, "user": user, "two_factor": bool(tfa)} for link, user, tfa in rows]
 
 
-def _link(client: Client, user: User, permissions: list[str], action: str, description: str) -> ClientUser:
-    session = get_session()
-    link = ClientUser(client_id=client.id, user_id=user.id, is_owner=False, permissions=permissions)
-    session.add(link)
-    session.flush()
+def _log(client: Client, link: ClientUser, action: str, changes: dict, description: str) -> None:
     activity.record(
         action,
         client_id=client.id,
         object_type="client_user",
         object_id=link.id,
-        changes={"email": user.email, "permissions": permissions},
+        changes=changes,
         description=description,
     )
+
+
+def _link(client: Client, user: User, permissions: list[str], action: str, description: str) -> ClientUser:
+    session = get_session()
+    link = ClientUser(client_id=client.id, user_id=user.id, is_owner=False, permissions=permissions)
+    session.add(link)
+    session.flush()
+    _log(client, link, action, {"email": user.email, "permissions": permissions}, description)
     return link
-
-
-def _find_login(email: str) -> User | None:
-    """The FAB user whose email or username is `email` (case-insensitive)."""
-    return get_session().scalars(
-        select(User).where(or_(func.lower(User.email) == email, func.lower(User.username) == email)).order_by(User.id)
-    ).first()
 
 
 def linkable(user: User) -> bool:
@@ -111,15 +107,12 @@ def associate_existing(client: Client, email: str, permissions: Iterable[str]) -
     if not email:
         errors["email"] = str(_l("This field is required."))
     else:
-        user = _find_login(email)
+        user = find_login(email)
         if user is None or not linkable(user):
             errors["email"] = str(NOT_LINKABLE)
         elif _already_linked(client, user):
             errors["email"] = str(_l("This login is already linked to the client."))
-    try:
-        perms = check_permissions(permissions)
-    except DomainError as exc:
-        errors.update(exc.errors)
+    perms = collect(errors, check_permissions, permissions)
     if errors:
         raise DomainError(errors)
     try:
@@ -136,29 +129,18 @@ def create_and_associate(
     """Create a new client-area login and link it. Returns the link and the password (shown once)."""
     errors: dict[str, str] = {}
     firstname, lastname = (firstname or "").strip(), (lastname or "").strip()
-    try:
-        email = normalize_email(email)
-    except DomainError as exc:
-        errors.update(exc.errors)
-        email = ""
-    for name, value in (("firstname", firstname), ("lastname", lastname)):
-        if not value:
-            errors[name] = str(_l("This field is required."))
-    length_errors = check_lengths({"firstname": firstname, "lastname": lastname, "email": email}, _LOGIN_COLUMNS)
-    errors.update({k: v for k, v in length_errors.items() if k not in errors})
+    email = collect(errors, normalize_email, email) or ""
+    check_texts(errors, {"email": email, "firstname": firstname, "lastname": lastname}, ("firstname", "lastname"),
+                LOGIN_COLUMNS)
     if email and "email" not in errors:
-        existing = _find_login(email)
+        existing = find_login(email)
         if existing is not None:
             if linkable(existing):
                 errors["email"] = str(_l("A login with this email already exists; link it as an existing login."))
             else:
                 errors["email"] = str(NOT_LINKABLE)
-    if password and len(password) < 6:
-        errors["password"] = str(_l("At least 6 characters, or leave it blank to generate one."))
-    try:
-        perms = check_permissions(permissions)
-    except DomainError as exc:
-        errors.update(exc.errors)
+    collect(errors, check_password, password)
+    perms = collect(errors, check_permissions, permissions)
     if errors:
         raise DomainError(errors)
     try:
@@ -186,14 +168,7 @@ def set_permissions(client: Client, client_user_id: int, permissions: Iterable[s
     changes = {"permissions": [before, perms]}
     with transaction():
         link.permissions = perms
-        activity.record(
-            "client_user.update",
-            client_id=client.id,
-            object_type="client_user",
-            object_id=link.id,
-            changes=changes,
-            description=f"Permissions of {link.user.email} changed",
-        )
+        _log(client, link, "client_user.update", changes, f"Permissions of {link.user.email} changed")
     return changes
 
 
@@ -213,14 +188,8 @@ def transfer_ownership(client: Client, client_user_id: int) -> None:
         link.is_owner = True
         link.permissions = list(CLIENT_PERMISSIONS)
         old_email = owners[0].user.email if owners else None
-        activity.record(
-            "client.owner_transfer",
-            client_id=client.id,
-            object_type="client_user",
-            object_id=link.id,
-            changes={"owner": [old_email, link.user.email]},
-            description=f"Ownership moved to {link.user.email}",
-        )
+        _log(client, link, "client.owner_transfer", {"owner": [old_email, link.user.email]},
+             f"Ownership moved to {link.user.email}")
 
 
 def unlink(client: Client, client_user_id: int) -> None:
@@ -229,12 +198,6 @@ def unlink(client: Client, client_user_id: int) -> None:
     if link.is_owner:
         raise DomainError(str(_l("The owner cannot be unlinked; transfer ownership first.")))
     with transaction() as session:
-        activity.record(
-            "client_user.unlink",
-            client_id=client.id,
-            object_type="client_user",
-            object_id=link.id,
-            changes={"email": link.user.email, "permissions": list(link.permissions or [])},
-            description=f"Login {link.user.email} unlinked",
-        )
+        changes = {"email": link.user.email, "permissions": list(link.permissions or [])}
+        _log(client, link, "client_user.unlink", changes, f"Login {link.user.email} unlinked")
         session.delete(link)

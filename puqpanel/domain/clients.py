@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from ..models.base import MONEY_MAX
@@ -24,8 +24,8 @@ from ..models import (
     UserSecurity,
 )
 from ..security import CLIENT_ROLE, client_scope, current_user_id, has_perm
-from . import DomainError, NotFound, activity
-from .passwords import generate_password, hash_password
+from . import DomainError, NotFound, activity, collect
+from .passwords import check_password, generate_password, hash_password
 from .session import get_session, transaction
 from .validation import (
     check_country,
@@ -35,6 +35,7 @@ from .validation import (
     normalize_phone,
     normalize_tax_id,
     parse_id,
+    required_errors,
 )
 
 # Fields the activity log records for a client (staff-only national_id included: the log is staff-only).
@@ -86,31 +87,19 @@ class NewClient:
     password_hash: str = ""  # bulk loaders only: an already hashed password for the owner login
 
 
-# Free-text fields of the create form and the columns that bound their length.
+# A client-area login's own fields and the columns of FAB's user table that bound them (the email is
+# also the username).
+LOGIN_COLUMNS = {"email": User.username, "firstname": User.first_name, "lastname": User.last_name}
+# Free-text fields of the create form and the columns that bound their length (the names are copied onto
+# the owner login, whose columns are the shorter ones).
 _CLIENT_COLUMNS = {
-    "email": User.username,  # the owner's email is its login name
-    "firstname": User.first_name,  # copied onto the owner login, whose column is the shorter one
-    "lastname": User.last_name,
+    **LOGIN_COLUMNS,
     "company_name": Client.company_name,
     "address1": ClientAddress.address1,
     "address2": ClientAddress.address2,
     "city": ClientAddress.city,
     "postcode": ClientAddress.postcode,
 }
-
-
-def _required(errors: dict, data: Any, names: tuple[str, ...]) -> None:
-    for name in names:
-        if not str(getattr(data, name) or "").strip():
-            errors[name] = str(_l("This field is required."))
-
-
-def _collect(errors: dict, fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except DomainError as exc:
-        errors.update(exc.errors)
-        return None
 
 
 def check_language(code: str) -> str:
@@ -178,6 +167,14 @@ def check_tax_id_unique(tax_id: str | None, client_id: int | None = None) -> Non
         raise DomainError({"tax_id": str(_l("Another client already has this tax id."))})
 
 
+def find_login(email: str) -> User | None:
+    """The FAB user whose email or username is `email`, case-insensitively (the oldest if several)."""
+    email = email.lower()
+    return get_session().scalars(
+        select(User).where(or_(func.lower(User.email) == email, func.lower(User.username) == email)).order_by(User.id)
+    ).first()
+
+
 def create_login(
     email: str, firstname: str, lastname: str, password: str = "", password_hash: str = ""
 ) -> tuple[User, str]:
@@ -188,16 +185,10 @@ def create_login(
     """
     session = get_session()
     sm = current_app.appbuilder.sm
-    errors = check_lengths(
-        {"email": email, "firstname": firstname, "lastname": lastname},
-        {"email": User.username, "firstname": User.first_name, "lastname": User.last_name},
-    )
+    errors = check_lengths({"email": email, "firstname": firstname, "lastname": lastname}, LOGIN_COLUMNS)
     if errors:
         raise DomainError(errors)
-    taken = session.scalar(
-        select(User.id).where((func.lower(User.email) == email.lower()) | (func.lower(User.username) == email.lower()))
-    )
-    if taken is not None:
+    if find_login(email) is not None:
         raise DomainError({"email": str(_l("A user with this email already exists."))})
     if not password_hash:
         password = password or generate_password()
@@ -229,22 +220,21 @@ def create_client(data: NewClient) -> tuple[Client, str]:
     if acting_user is not None and not has_perm("can_access_all"):
         # Staff limited to the clients they manage become the manager of what they create.
         data.manager_id = acting_user
-    _required(errors, data, ("email", "firstname", "lastname", "address1", "city", "country"))
-    email = _collect(errors, normalize_email, data.email) if data.email else None
-    country = _collect(errors, check_country, data.country) if data.country else None
-    region = _collect(errors, check_region, country, data.region) if country else ""
-    phone = _collect(errors, normalize_phone, data.phone, country)
-    tax_id = _collect(errors, normalize_tax_id, data.tax_id, country or "") if data.tax_id else None
+    errors.update(required_errors(vars(data), ("email", "firstname", "lastname", "address1", "city", "country")))
+    email = collect(errors, normalize_email, data.email) if data.email else None
+    country = collect(errors, check_country, data.country) if data.country else None
+    region = collect(errors, check_region, country, data.region) if country else ""
+    phone = collect(errors, normalize_phone, data.phone, country)
+    tax_id = collect(errors, normalize_tax_id, data.tax_id, country or "") if data.tax_id else None
     if tax_id:
-        _collect(errors, check_tax_id_unique, tax_id)
-    language = _collect(errors, check_language, data.language)
-    status = _collect(errors, check_status, data.status)
-    currency = _collect(errors, resolve_currency, data.currency_id)
-    group_id = _collect(errors, check_group, data.group_id)
-    manager_id = _collect(errors, check_manager, data.manager_id)
-    if data.password and len(data.password) < 6:
-        errors["password"] = str(_l("At least 6 characters, or leave it blank to generate one."))
-    tags = _collect(errors, check_tags, data.tag_ids)
+        collect(errors, check_tax_id_unique, tax_id)
+    language = collect(errors, check_language, data.language)
+    status = collect(errors, check_status, data.status)
+    currency = collect(errors, resolve_currency, data.currency_id)
+    group_id = collect(errors, check_group, data.group_id)
+    manager_id = collect(errors, check_manager, data.manager_id)
+    collect(errors, check_password, data.password)
+    tags = collect(errors, check_tags, data.tag_ids)
     errors.update(check_lengths(vars(data), _CLIENT_COLUMNS))
     if errors:
         raise DomainError(errors)

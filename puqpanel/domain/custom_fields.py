@@ -12,6 +12,7 @@ from sqlalchemy import select
 from ..models import Client, CustomField, CustomFieldValue
 from . import DomainError, activity
 from .session import get_session, transaction
+from .validation import is_true
 
 MAX_VALUE = 5_000
 # Values checked against an admin-written regex are capped, and matching is given REGEX_SECONDS: a
@@ -19,7 +20,6 @@ MAX_VALUE = 5_000
 MAX_REGEX_VALUE = 1_000
 REGEX_SECONDS = 0.5
 MAX_EXPONENT = 30  # number fields: |adjusted exponent| beyond this is refused (1e999999999 is "finite")
-_TRUE = ("1", "y", "yes", "on", "true")
 
 
 def form_key(field: CustomField) -> str:
@@ -44,7 +44,7 @@ def clean_value(field: CustomField, raw: Any) -> str:
     """The stored form of one submitted value; DomainError({form_key: message}) when it is invalid."""
     key = form_key(field)
     if field.field_type == "bool":
-        value = "1" if str(raw or "").strip().lower() in _TRUE else "0"
+        value = "1" if is_true(raw) else "0"
         if field.required and value != "1":
             raise DomainError({key: str(_l("This box must be ticked."))})
         return value

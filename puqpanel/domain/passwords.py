@@ -5,7 +5,12 @@ import secrets
 import string
 
 from flask import current_app
+from flask_babel import lazy_gettext as _l
 from werkzeug.security import generate_password_hash
+
+from . import DomainError
+
+MIN_LENGTH = 6
 
 
 def generate_password(length: int = 16) -> str:
@@ -24,3 +29,10 @@ def hash_password(password: str) -> str:
         method=current_app.config.get("FAB_PASSWORD_HASH_METHOD", "scrypt"),
         salt_length=current_app.config.get("FAB_PASSWORD_HASH_SALT_LENGTH", 16),
     )
+
+
+def check_password(password: str) -> str:
+    """A chosen password is at least MIN_LENGTH long; blank means "generate one" and passes."""
+    if password and len(password) < MIN_LENGTH:
+        raise DomainError({"password": str(_l("At least 6 characters, or leave it blank to generate one."))})
+    return password

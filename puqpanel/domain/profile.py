@@ -12,21 +12,21 @@ from sqlalchemy.exc import IntegrityError
 from ..models import Client, ClientGroup, Currency, Invoice, Service, Tag
 from ..models.base import MONEY_PLACES
 from ..security import has_perm
-from . import DomainError, activity
+from . import DomainError, activity, collect
 from .clients import (
     PROFILE_FIELDS,
-    _collect,
     check_group,
     check_language,
     check_manager,
     check_status,
+    check_tags,
     check_tax_id_unique,
     parse_money,
     scoped_clients,
 )
 from .directory import staff_users
 from .session import get_session, transaction
-from .validation import check_lengths, normalize_phone, normalize_tax_id, parse_id
+from .validation import check_texts, is_true, normalize_phone, normalize_tax_id, parse_id
 
 # Free-text fields of the form and the columns their length limits come from.
 _TEXT_COLUMNS = {
@@ -39,15 +39,8 @@ def _text(data: Mapping[str, Any], name: str) -> str:
     return str(data.get(name) or "").strip()
 
 
-def _bool(data: Mapping[str, Any], name: str) -> bool:
-    value = data.get(name)
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "y", "yes", "on", "true")
-    return bool(value)
-
-
 def _optional_id(errors: dict, data: Mapping[str, Any], name: str) -> int | None:
-    return _collect(errors, parse_id, data.get(name), name)
+    return collect(errors, parse_id, data.get(name), name)
 
 
 def _coordinate(errors: dict, data: Mapping[str, Any], name: str, limit: int) -> float | None:
@@ -63,14 +56,6 @@ def _coordinate(errors: dict, data: Mapping[str, Any], name: str, limit: int) ->
         errors[name] = str(_l("Must be between %(low)s and %(high)s.", low=-limit, high=limit))
         return None
     return round(value, 6)
-
-
-def _tag_ids(errors: dict, data: Mapping[str, Any]) -> set[int]:
-    try:
-        return {parse_id(v, "tag_ids") for v in tag_ids_of(data)} - {None}
-    except DomainError:
-        errors["tag_ids"] = str(_l("Choose valid tags."))
-        return set()
 
 
 def tag_ids_of(data: Mapping[str, Any]) -> list[str]:
@@ -126,22 +111,19 @@ def update_profile(client: Client, data: Mapping[str, Any]) -> dict[str, list]:
 
     for name in _TEXT_COLUMNS:
         values[name] = _text(data, name)
-    for name in ("firstname", "lastname"):
-        if not values[name]:
-            errors[name] = str(_l("This field is required."))
-    errors.update({k: v for k, v in check_lengths(values, _TEXT_COLUMNS).items() if k not in errors})
+    check_texts(errors, values, ("firstname", "lastname"), _TEXT_COLUMNS)
     values["admin_notes"] = str(data.get("admin_notes") or "").strip()
 
     billing = client.billing_address
     country = billing.country if billing is not None else ""
-    values["phone"] = _collect(errors, normalize_phone, _text(data, "phone"), country) or ""
-    tax_id = _collect(errors, normalize_tax_id, _text(data, "tax_id"), country) if _text(data, "tax_id") else None
+    values["phone"] = collect(errors, normalize_phone, _text(data, "phone"), country) or ""
+    tax_id = collect(errors, normalize_tax_id, _text(data, "tax_id"), country) if _text(data, "tax_id") else None
     if tax_id:
-        _collect(errors, check_tax_id_unique, tax_id, client.id)
+        collect(errors, check_tax_id_unique, tax_id, client.id)
     values["tax_id"] = tax_id
 
-    values["language"] = _collect(errors, check_language, _text(data, "language"))
-    values["status"] = _collect(errors, check_status, _text(data, "status"))
+    values["language"] = collect(errors, check_language, _text(data, "language"))
+    values["status"] = collect(errors, check_status, _text(data, "status"))
 
     currency_id = _optional_id(errors, data, "currency_id")
     if "currency_id" not in errors:
@@ -151,33 +133,33 @@ def update_profile(client: Client, data: Mapping[str, Any]) -> dict[str, list]:
             errors["currency_id"] = str(_l("The currency can only change while the balance is zero."))
     values["currency_id"] = currency_id
 
-    credit_limit = _collect(errors, parse_money, data.get("credit_limit", ""), "credit_limit")
+    credit_limit = collect(errors, parse_money, data.get("credit_limit", ""), "credit_limit")
     if credit_limit is not None and credit_limit < 0:
         errors["credit_limit"] = str(_l("The credit limit cannot be negative."))
     values["credit_limit"] = credit_limit.quantize(MONEY_PLACES) if credit_limit is not None else None
 
-    values["blocked"] = _bool(data, "blocked")
+    values["blocked"] = is_true(data.get("blocked"))
     if values["blocked"] and not values["blocked_reason"]:
         errors["blocked_reason"] = str(_l("Give the reason for blocking this client."))
     if not values["blocked"]:
         values["blocked_reason"] = ""
-    values["never_auto_suspend"] = _bool(data, "never_auto_suspend")
-    values["is_reseller"] = _bool(data, "is_reseller")
+    values["never_auto_suspend"] = is_true(data.get("never_auto_suspend"))
+    values["is_reseller"] = is_true(data.get("is_reseller"))
 
     group_id = _optional_id(errors, data, "group_id")
-    values["group_id"] = _collect(errors, check_group, group_id) if "group_id" not in errors else None
+    values["group_id"] = collect(errors, check_group, group_id) if "group_id" not in errors else None
     manager_id = _optional_id(errors, data, "manager_id")
     if "manager_id" not in errors and manager_id != client.manager_id:
         if not has_perm("can_access_all"):
             # Staff limited to their own clients may not hand a client over or unassign it.
             errors["manager_id"] = str(_l("Only staff who can access all clients may change the manager."))
         else:
-            manager_id = _collect(errors, check_manager, manager_id)
+            manager_id = collect(errors, check_manager, manager_id)
     values["manager_id"] = manager_id
     parent_id = _optional_id(errors, data, "parent_id")
     if "parent_id" not in errors and parent_id != client.parent_id:
         # An unchanged parent is kept even when it lies outside the caller's scope.
-        parent_id = _collect(errors, check_parent, client, parent_id)
+        parent_id = collect(errors, check_parent, client, parent_id)
     values["parent_id"] = parent_id
     values["latitude"] = _coordinate(errors, data, "latitude", 90)
     values["longitude"] = _coordinate(errors, data, "longitude", 180)
@@ -188,12 +170,9 @@ def update_profile(client: Client, data: Mapping[str, Any]) -> dict[str, list]:
             _l("Give both latitude and longitude, or neither.")
         )
 
-    tags: list[Tag] = []
-    wanted = _tag_ids(errors, data)
-    if wanted:
-        tags = list(session.scalars(select(Tag).where(Tag.id.in_(wanted)).order_by(Tag.name)))
-        if len(tags) != len(wanted):
-            errors["tag_ids"] = str(_l("Choose valid tags."))
+    tags = collect(errors, check_tags, tag_ids_of(data))
+    if "tag_ids" in errors:
+        errors["tag_ids"] = str(_l("Choose valid tags."))
 
     if errors:
         raise DomainError(errors)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import Any, Iterable, Mapping
 
 import phonenumbers
 import pycountry
@@ -133,7 +134,7 @@ def column_length(attribute) -> int | None:
     return getattr(attribute.property.columns[0].type, "length", None)
 
 
-def check_lengths(values: dict[str, str], columns: dict[str, object]) -> dict[str, str]:
+def check_lengths(values: Mapping[str, Any], columns: Mapping[str, Any]) -> dict[str, str]:
     """Field errors for values longer than their column allows."""
     errors = {}
     for name, column in columns.items():
@@ -142,3 +143,25 @@ def check_lengths(values: dict[str, str], columns: dict[str, object]) -> dict[st
         if limit and len(value) > limit:
             errors[name] = str(_l("At most %(count)d characters.", count=limit))
     return errors
+
+
+def required_errors(values: Mapping[str, Any], names: Iterable[str]) -> dict[str, str]:
+    """Field errors for the named values that are blank."""
+    return {name: str(_l("This field is required.")) for name in names if not str(values.get(name) or "").strip()}
+
+
+def check_texts(errors: dict[str, str], values: Mapping[str, Any], required: Iterable[str], columns: Mapping[str, Any]):
+    """Add to `errors` the blank required fields and the values longer than their column; a field that
+    already has an error keeps it."""
+    for name, message in {**check_lengths(values, columns), **required_errors(values, required)}.items():
+        errors.setdefault(name, message)
+
+
+_TRUE_WORDS = ("1", "y", "yes", "on", "true")
+
+
+def is_true(value: Any) -> bool:
+    """A checkbox / flag from a form ("1", "on", "yes", ...) or a Python value."""
+    if isinstance(value, str):
+        return value.strip().lower() in _TRUE_WORDS
+    return bool(value)
