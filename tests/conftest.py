@@ -6,6 +6,7 @@ CSRF stays on: helpers read the token from the form, as a browser does.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import tempfile
@@ -111,6 +112,36 @@ def staff(db):
         "manager1": make_user("manager1", "Manager"),
         "manager2": make_user("manager2", "Manager"),
     }
+
+
+@pytest.fixture()
+def eur(db):
+    """The default currency: EUR, shown with a " €" suffix."""
+    from puqpanel.models import Currency
+
+    currency = Currency(code="EUR", suffix=" €", is_default=True)
+    db.add(currency)
+    db.commit()
+    return currency
+
+
+@pytest.fixture()
+def new_client(eur):
+    """new_client(**overrides) → a Client made by create_client (owner login, billing address in Berlin);
+    every call has its own owner email and last name."""
+    from puqpanel.domain.clients import NewClient, create_client
+
+    numbers = itertools.count(1)
+
+    def factory(**overrides):
+        n = next(numbers)
+        data = dict(email=f"owner{n}@example.com", firstname="Anna", lastname=f"Schmidt{n}", address1="Hauptstr. 1",
+                    city="Berlin", country="DE", region="DE-BE", phone="030 1234567")
+        data.update(overrides)
+        client, _password = create_client(NewClient(**data))
+        return client
+
+    return factory
 
 
 _CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"|value="([^"]+)"[^>]*name="csrf_token"')

@@ -56,12 +56,7 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def test_staff_creates_client_and_works_its_record(live_server, page, staff, db):
-    from puqpanel.models import Currency
-
-    db.add(Currency(code="EUR", suffix=" €", is_default=True))
-    db.commit()
-
+def test_staff_creates_client_and_works_its_record(live_server, page, staff, db, eur):
     page.goto(f"{live_server}/login/")
     page.fill("input[name=username]", "admin")
     page.fill("input[name=password]", PASSWORD)

@@ -6,15 +6,7 @@ from sqlalchemy import func, select
 
 from puqpanel.domain import DomainError
 from puqpanel.domain.clients import NewClient, create_client
-from puqpanel.models import ActivityLog, Client, ClientAddress, ClientUser, Currency, User
-
-
-@pytest.fixture()
-def eur(db):
-    currency = Currency(code="EUR", suffix=" €", is_default=True)
-    db.add(currency)
-    db.commit()
-    return currency
+from puqpanel.models import ActivityLog, Client, ClientAddress, ClientUser, User
 
 
 def _new(**kw) -> NewClient:

@@ -8,7 +8,6 @@ import pytest
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash
 
-from puqpanel.domain.clients import NewClient, create_client
 from puqpanel.models import (
     ActivityLog,
     Client,
@@ -19,14 +18,6 @@ from puqpanel.models import (
     Tag,
     User,
 )
-
-
-@pytest.fixture()
-def eur(db):
-    currency = Currency(code="EUR", suffix=" €", is_default=True)
-    db.add(currency)
-    db.commit()
-    return currency
 
 
 def form_data(currency: Currency, **kw) -> dict:
@@ -47,11 +38,12 @@ def counts(db) -> tuple[int, int, int, int]:
     )
 
 
-def test_form_offers_currencies_languages_groups_tags_staff_managers_countries(app, db, staff, browser, eur):
+def test_form_offers_currencies_languages_groups_tags_staff_managers_countries(
+    app, db, staff, browser, eur, new_client
+):
     db.add_all([Currency(code="USD", prefix="$"), ClientGroup(name="Wholesale"), Tag(name="reseller")])
     db.commit()
-    create_client(NewClient(email="login@client-example.com", firstname="A", lastname="B", address1="x", city="Berlin",
-                            country="DE"))
+    new_client(email="login@client-example.com")
     browser.login("admin")
     html = browser.get("/clients/add").text
     assert 'id="create-client"' in html and 'name="csrf_token"' in html
@@ -163,9 +155,8 @@ def test_several_errors_at_once(app, db, staff, browser, eur):
     assert counts(db) == (0, 0, 0, 0)
 
 
-def test_duplicate_email_is_a_field_error(app, db, staff, browser, eur):
-    create_client(NewClient(email="marta@example.com", firstname="M", lastname="K", address1="x", city="Berlin",
-                            country="DE"))
+def test_duplicate_email_is_a_field_error(app, db, staff, browser, eur, new_client):
+    new_client(email="marta@example.com")
     browser.login("admin")
     resp = browser.post_form("/clients/add", form_data(eur, tax_id=""))
     assert resp.status_code == 200

@@ -28,14 +28,6 @@ from puqpanel.security import ROLE_DEFINITIONS
 
 
 @pytest.fixture()
-def eur(db):
-    currency = Currency(code="EUR", suffix=" €", is_default=True)
-    db.add(currency)
-    db.commit()
-    return currency
-
-
-@pytest.fixture()
 def usd(db):
     currency = Currency(code="USD", prefix="$")
     db.add(currency)

@@ -7,7 +7,6 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
-from puqpanel.domain.clients import NewClient, create_client
 from puqpanel.domain.profile import profile_form_data
 from puqpanel.models import (
     CLIENT_PERMISSIONS,
@@ -29,27 +28,7 @@ from puqpanel.models import (
 
 
 @pytest.fixture()
-def eur(db):
-    currency = Currency(code="EUR", suffix=" €", is_default=True)
-    db.add(currency)
-    db.commit()
-    return currency
-
-
-_counter = iter(range(1, 10_000))
-
-
-def new_client(**kw) -> Client:
-    n = next(_counter)
-    base = dict(email=f"owner{n}@example.com", firstname="Anna", lastname=f"Schmidt{n}", address1="Hauptstr. 1",
-                city="Berlin", country="DE", region="DE-BE", phone="030 1234567")
-    base.update(kw)
-    client, _password = create_client(NewClient(**base))
-    return client
-
-
-@pytest.fixture()
-def client_row(eur):
+def client_row(new_client):
     return new_client(company_name="Schmidt GmbH")
 
 
@@ -128,7 +107,7 @@ def test_unknown_client_is_404(app, db, admin, client_row):
 
 
 # -- profile -----------------------------------------------------------------------------------------------
-def test_profile_update_applies_every_field_and_logs_one_diff(app, db, admin, client_row, staff):
+def test_profile_update_applies_every_field_and_logs_one_diff(app, db, admin, client_row, staff, new_client):
     other = new_client()
     group = ClientGroup(name="VIP", color="#ff0000")
     tag1, tag2 = Tag(name="Priority", color="#00ff00"), Tag(name="Legacy", color="#0000ff")
@@ -216,7 +195,7 @@ def test_invalid_profile_input_shows_errors_and_changes_nothing(app, db, admin, 
     assert logs(db, client_row, "client.update") == []
 
 
-def test_profile_refuses_duplicate_tax_id_cycles_and_inactive_manager(app, db, admin, client_row, staff):
+def test_profile_refuses_duplicate_tax_id_cycles_and_inactive_manager(app, db, admin, client_row, staff, new_client):
     parent = new_client(tax_id="DE136695976")
     child_payload = profile_payload(client_row, parent_id=str(parent.id))
     assert admin.post_form(url(client_row, "/profile/save"), child_payload,
@@ -320,7 +299,7 @@ def test_bad_address_reopens_modal_with_errors_and_writes_nothing(app, db, admin
     assert db.scalar(select(func.count()).select_from(ActivityLog)) == before
 
 
-def test_address_of_another_client_is_404(app, db, admin, client_row):
+def test_address_of_another_client_is_404(app, db, admin, client_row, new_client):
     other = new_client()
     foreign = other.billing_address
     admin.post_form(url(other, "/addresses/create"), ADDRESS, form_url=url(other, "/addresses"))
@@ -351,7 +330,7 @@ def _link_of(db, client, email) -> ClientUser | None:
                      .where(ClientUser.client_id == client.id, User.email == email))
 
 
-def test_associate_existing_client_login_and_manage_it(app, db, admin, client_row):
+def test_associate_existing_client_login_and_manage_it(app, db, admin, client_row, new_client):
     new_client(email="bob@example.com")  # bob owns another client; his login gets linked here too
     db.get(UserSecurity, client_row.users[0].user_id).two_factor_enabled = True  # made by create_login
     db.commit()
@@ -446,7 +425,7 @@ def test_associate_refusals(app, db, admin, client_row, payload, message):
     assert db.scalar(select(func.count()).select_from(User)) == users_before
 
 
-def test_user_link_of_another_client_is_404(app, db, admin, client_row):
+def test_user_link_of_another_client_is_404(app, db, admin, client_row, new_client):
     other = new_client()
     foreign = other.users[0]
     for action in ("permissions", "transfer", "unlink"):
@@ -639,7 +618,7 @@ def test_credit_limit_keeps_its_four_places_through_an_unchanged_save(app, db, a
     assert logs(db, client_row, "client.update") == []
 
 
-def test_summary_shows_a_visible_parent_by_name(app, db, admin, client_row):
+def test_summary_shows_a_visible_parent_by_name(app, db, admin, client_row, new_client):
     parent = new_client(firstname="Paula", lastname="Parent", company_name="Parent Holding")
     client_row.parent_id = parent.id
     db.commit()

@@ -7,8 +7,7 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import csrf_token
-from puqpanel.domain.clients import NewClient, create_client
-from puqpanel.models import ActivityLog, Client, ClientAddress, ClientNote, ClientUser, Currency, CustomField
+from puqpanel.models import ActivityLog, Client, ClientAddress, ClientNote, ClientUser, CustomField
 
 from test_client_record import ADDRESS, profile_payload
 
@@ -16,21 +15,18 @@ GET_TABS = ("", "/profile", "/addresses", "/users", "/notes", "/custom-fields", 
 
 
 @pytest.fixture()
-def world(db, staff):
-    db.add(Currency(code="EUR", suffix=" €", is_default=True))
+def world(db, staff, new_client):
     db.add(CustomField(name="Contract no", field_type="text"))
     db.commit()
-    clients = {}
-    for n, manager in enumerate(("manager1", "manager2")):
-        client, _ = create_client(NewClient(
-            email=f"owner-{manager}@example.com", firstname="Ann", lastname=manager, address1="Main 1",
-            city="Berlin", country="DE", manager_id=staff[manager].id))
-        clients[manager] = client
+    clients = {
+        manager: new_client(email=f"owner-{manager}@example.com", firstname="Ann", lastname=manager,
+                            address1="Main 1", manager_id=staff[manager].id)
+        for manager in ("manager1", "manager2")
+    }
     # one extra non-owner link and one shipping address on each client
     for manager, client in clients.items():
-        extra, _ = create_client(NewClient(
-            email=f"extra-{manager}@example.com", firstname="Ext", lastname=manager, address1="Side 2",
-            city="Bonn", country="DE"))
+        extra = new_client(email=f"extra-{manager}@example.com", firstname="Ext", lastname=manager, address1="Side 2",
+                           city="Bonn", region="")
         db.add(ClientUser(client_id=client.id, user_id=extra.users[0].user_id, permissions=["manage_services"]))
         db.add(ClientAddress(client_id=client.id, type="shipping", address1="Dock 3", city="Kiel", country="DE"))
     db.commit()
@@ -224,7 +220,7 @@ def test_manager_saves_a_profile_whose_parent_is_outside_its_scope(app, db, worl
 NEUTRAL = "No client login with this email can be linked to this client."
 
 
-def test_manager_cannot_link_or_probe_logins_outside_its_scope(app, db, world, staff, make_browser):
+def test_manager_cannot_link_or_probe_logins_outside_its_scope(app, db, world, staff, make_browser, new_client):
     foreign = world["manager2"]
     staff["support"].email = "support@example.com"  # a staff account with a deliverable-looking address
     db.commit()
@@ -253,8 +249,8 @@ def test_manager_cannot_link_or_probe_logins_outside_its_scope(app, db, world, s
     # is linked to manager1's client too, so it is not; a fresh login of manager2's client is).
     m2.post_form(f"/clients/{foreign.id}/users/associate",
                  {"mode": "new", "email": "fresh@example.com", "firstname": "F", "lastname": "R"}, form_url=users_url)
-    second, _ = create_client(NewClient(email="second-owner@example.com", firstname="S", lastname="O",
-                                        address1="A 1", city="Berlin", country="DE", manager_id=staff["manager2"].id))
+    second = new_client(email="second-owner@example.com", firstname="S", lastname="O", address1="A 1",
+                        manager_id=staff["manager2"].id)
     resp = m2.post_form(f"/clients/{second.id}/users/associate",
                         {"mode": "existing", "email": "fresh@example.com"}, form_url=f"/clients/{second.id}/users")
     assert resp.status_code == 302
