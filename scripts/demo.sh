@@ -14,36 +14,10 @@
 #   DEMO_CLIENTS             how many demo clients (200)
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-ROOT=$PWD
-
-as_root() {
-    if [ "$(id -u)" = 0 ]; then "$@"
-    elif command -v sudo >/dev/null; then sudo "$@"
-    else echo "need root for: $*" >&2; return 1
-    fi
-}
+source "$(dirname "$0")/_setup.sh"
 
 # --- Python environment ----------------------------------------------------------------------------
-if [ ! -x .venv/bin/python ]; then
-    if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
-        echo "==> installing python3-venv (Debian)"
-        as_root apt-get update -qq
-        pyver=$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv "python${pyver}-venv" \
-            || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
-    fi
-    echo "==> creating .venv"
-    rm -rf .venv
-    python3 -m venv .venv
-fi
-stamp=.venv/.puqpanel-install
-want="$(sha256sum pyproject.toml | cut -d' ' -f1) base"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] && [ "$(cat "$stamp" 2>/dev/null)" != "${want% base} test" ]; then
-    echo "==> installing puqpanel into .venv"
-    .venv/bin/python -m pip install -q -e .
-    echo "$want" >"$stamp"
-fi
+ensure_venv base
 export PATH="$ROOT/.venv/bin:$PATH"
 
 # --- Translations (the .mo files are build output, not committed) ---------------------------------
@@ -65,7 +39,7 @@ if [ -n "${ADMIN_PASSWORD:-}" ]; then
 elif [ -s "$pw_file" ]; then
     password=$(cat "$pw_file")
 else
-    password=$(python -c 'from puqpanel.cli import generate_password; print(generate_password())')
+    password=$(python -c 'from puqpanel.domain.passwords import generate_password; print(generate_password())')
 fi
 echo "==> puqpanel create-admin"
 out=$(puqpanel create-admin --username "$admin_user" --password "$password")

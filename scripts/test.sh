@@ -12,39 +12,10 @@
 # (Playwright drives /usr/bin/chromium; no browser is downloaded).
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-ROOT=$PWD
-
-as_root() {
-    if [ "$(id -u)" = 0 ]; then "$@"
-    elif command -v sudo >/dev/null; then sudo "$@"
-    else echo "need root for: $*" >&2; return 1
-    fi
-}
-apt_updated=""
-apt_install() {
-    if [ -z "$apt_updated" ]; then as_root apt-get update -qq; apt_updated=1; fi
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
-}
+source "$(dirname "$0")/_setup.sh"
 
 # --- Python environment ----------------------------------------------------------------------------
-if [ ! -x .venv/bin/python ]; then
-    if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
-        echo "==> installing python3-venv (Debian)"
-        pyver=$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
-        apt_install python3-venv "python${pyver}-venv" || apt_install python3-venv
-    fi
-    echo "==> creating .venv"
-    rm -rf .venv
-    python3 -m venv .venv
-fi
-stamp=.venv/.puqpanel-install
-want="$(sha256sum pyproject.toml | cut -d' ' -f1) test"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "==> installing puqpanel[test] into .venv"
-    .venv/bin/python -m pip install -q -e '.[test]'
-    echo "$want" >"$stamp"
-fi
+ensure_venv test
 
 # --- Browser for the Playwright test ----------------------------------------------------------------
 if [ ! -x /usr/bin/chromium ]; then
