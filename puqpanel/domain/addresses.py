@@ -7,8 +7,8 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
 from ..models import ADDRESS_TYPES, Client, ClientAddress
-from . import DomainError, NotFound, activity, collect
-from .clients import ADDRESS_FIELDS
+from . import DomainError, activity, collect
+from .clients import ADDRESS_FIELDS, get_client_row
 from .session import get_session, transaction
 from .validation import check_country, check_region, check_texts, normalize_email, normalize_phone
 
@@ -20,13 +20,8 @@ _TEXT_COLUMNS = {
 
 
 def get_address(client: Client, address_id: int) -> ClientAddress:
-    """An address of this client (looked up with the client id), else NotFound."""
-    address = get_session().scalar(
-        select(ClientAddress).where(ClientAddress.id == address_id, ClientAddress.client_id == client.id)
-    )
-    if address is None:
-        raise NotFound(str(_l("Address not found.")))
-    return address
+    """An address of this client, else NotFound."""
+    return get_client_row(ClientAddress, client, address_id, _l("Address not found."))
 
 
 def _validate(data: Mapping[str, Any], existing: ClientAddress | None) -> dict[str, str]:

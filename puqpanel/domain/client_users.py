@@ -8,8 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from ..models import CLIENT_PERMISSIONS, Client, ClientUser, User, UserSecurity
-from . import DomainError, NotFound, activity, collect
-from .clients import LOGIN_COLUMNS, create_login, find_login, scoped_clients
+from . import DomainError, activity, collect
+from .clients import LOGIN_COLUMNS, create_login, find_login, get_client_row, scoped_clients
 from .passwords import check_password
 from .session import get_session, transaction
 from .validation import check_texts, normalize_email
@@ -38,13 +38,8 @@ def check_permissions(keys: Iterable[str]) -> list[str]:
 
 
 def get_client_user(client: Client, client_user_id: int) -> ClientUser:
-    """A link of this client (looked up with the client id), else NotFound."""
-    link = get_session().scalar(
-        select(ClientUser).where(ClientUser.id == client_user_id, ClientUser.client_id == client.id)
-    )
-    if link is None:
-        raise NotFound(str(_l("User link not found.")))
-    return link
+    """A link of this client, else NotFound."""
+    return get_client_row(ClientUser, client, client_user_id, _l("User link not found."))
 
 
 def list_client_users(client: Client) -> list[dict]:

@@ -63,6 +63,15 @@ def get_client(client_id: int) -> Client:
     return client
 
 
+def get_client_row(model, client: Client, row_id: int, not_found) -> Any:
+    """The `model` row with this id that belongs to `client` (looked up together with the client id, so a
+    reachable client never opens another client's rows), else NotFound(not_found)."""
+    row = get_session().scalar(select(model).where(model.id == row_id, model.client_id == client.id))
+    if row is None:
+        raise NotFound(str(not_found))
+    return row
+
+
 @dataclass
 class NewClient:
     email: str
