@@ -16,6 +16,11 @@ CLIENTS = "Client"
 CLIENT_GROUPS = "ClientGroup"
 TAGS = "ClientTag"
 CUSTOM_FIELDS = "CustomField"
+BILLING = "ClientBilling"  # the money side of a client record (services, invoices, ledger)
+PRODUCTS = "Product"
+CURRENCIES = "Currency"
+HOME_COMPANIES = "HomeCompany"
+TAX_RULES = "TaxRule"
 
 # Permissions of the client record. Everything a staff user may do to a client is one of these.
 CLIENT_PERMS = (
@@ -30,6 +35,21 @@ CLIENT_PERMS = (
     "can_access_all",  # without it a staff user reaches only the clients it manages
 )
 
+# Permissions on a client's services, invoices and ledger (view menu BILLING). Client scope still applies.
+BILLING_PERMS = (
+    "can_show",  # Services, Invoices, Transactions tabs, invoice detail and PDF, number series report
+    "can_manage_services",  # add a service, activate / suspend / unsuspend / terminate / cancel / retry
+    "can_suspend_all",  # suspend every active service of a client (asks for the staff password)
+    "can_manage_invoices",  # new invoice, add-funds proforma, publish, cancel, delete drafts
+    "can_record_payment",
+    "can_refund",
+    "can_adjust",  # manual ledger adjustments
+)
+_MODEL_PERMS = ("can_list", "can_show", "can_add", "can_edit", "can_delete")
+_BILLING_MENUS = [
+    ("menu_access", "Billing"), ("menu_access", "Products"), ("menu_access", "Currencies"),
+    ("menu_access", "Home Companies"), ("menu_access", "Tax Rules"), ("menu_access", "Number Series"),
+]
 ADMIN_ROLE = "Admin"
 CLIENT_ROLE = "Client"
 
@@ -53,17 +73,22 @@ ROLE_DEFINITIONS: dict[str, list[tuple[str, str]]] = {
     "Support": _SELF_SERVICE
     + _CLIENT_MENUS
     + _perms(CLIENTS, ("can_list", "can_show", "can_write_note", "can_access_all"))
+    + _perms(BILLING, ("can_show",))
     + _perms(CLIENT_GROUPS, ("can_list", "can_show"))
     + _perms(TAGS, ("can_list", "can_show")),
     "Billing": _SELF_SERVICE
     + _CLIENT_MENUS
     + [("menu_access", "Client Groups"), ("menu_access", "Tags")]
     + _perms(CLIENTS, CLIENT_PERMS)
+    + _perms(BILLING, BILLING_PERMS)
+    + _BILLING_MENUS
+    + [p for view in (PRODUCTS, CURRENCIES, HOME_COMPANIES, TAX_RULES) for p in _perms(view, _MODEL_PERMS)]
     + _perms(CLIENT_GROUPS, ("can_list", "can_show"))
     + _perms(TAGS, ("can_list", "can_show")),
     "Manager": _SELF_SERVICE
     + _CLIENT_MENUS
     + _perms(CLIENTS, [p for p in CLIENT_PERMS if p != "can_access_all"])
+    + _perms(BILLING, ("can_show", "can_manage_services", "can_manage_invoices", "can_record_payment"))
     + _perms(CLIENT_GROUPS, ("can_list", "can_show"))
     + _perms(TAGS, ("can_list", "can_show")),
     CLIENT_ROLE: _SELF_SERVICE,

@@ -87,8 +87,14 @@ def db(app, _tables):
             if IS_POSTGRES:
                 conn.execute(text("TRUNCATE " + ", ".join(_tables) + " RESTART IDENTITY CASCADE"))
             else:
+                # The ledger's immutability triggers would refuse the wipe: lift them for it.
+                triggers = conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")).all()
+                for name, _sql in triggers:
+                    conn.execute(text(f"DROP TRIGGER {name}"))
                 for name in _tables:
                     conn.execute(text(f"DELETE FROM {name}"))
+                for _name, sql in triggers:
+                    conn.execute(text(sql))
         ctx.pop()
 
 

@@ -37,6 +37,15 @@ def client_ip() -> str:
     return (request.remote_addr or "")[:45]
 
 
+def current_actor() -> tuple[int | None, int | None]:
+    """(user id, impersonating staff user id) of the request; (None, None) for the system (CLI, Celery)."""
+    if not has_request_context():
+        return None, None
+    user = getattr(g, "user", None)
+    actor_id = user.id if user is not None and getattr(user, "is_authenticated", False) else None
+    return actor_id, flask_session.get("puq_impersonator_id")
+
+
 def record(
     action: str,
     *,
@@ -47,9 +56,7 @@ def record(
     description: str = "",
 ) -> ActivityLog:
     """Add one log row to the current transaction (the caller commits it with the change it describes)."""
-    user = getattr(g, "user", None) if has_request_context() else None
-    actor_id = user.id if user is not None and getattr(user, "is_authenticated", False) else None
-    impersonator_id = flask_session.get("puq_impersonator_id") if has_request_context() else None
+    actor_id, impersonator_id = current_actor()
     entry = ActivityLog(
         actor_id=actor_id,
         impersonator_id=impersonator_id,

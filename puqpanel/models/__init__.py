@@ -3,7 +3,21 @@ from flask_appbuilder.security.sqla.models import User  # noqa: F401  (FAB's tab
 
 from .activity import ActivityLog
 from .base import ZERO, Money, utcnow
-from .billing import INVOICE_STATUSES, INVOICE_TYPES, SERVICE_STATUSES, Invoice, Service
+from .billing import (
+    INVOICE_KINDS,
+    INVOICE_STATUSES,
+    INVOICE_TYPES,
+    NUMBER_RESETS,
+    PROVISION_STATUSES,
+    SERVICE_STATUSES,
+    SUSPENSION_KINDS,
+    DocumentCounter,
+    Invoice,
+    InvoiceItem,
+    Payment,
+    Service,
+)
+from .catalog import PERIOD_HOURS, PERIOD_MONTHS, PERIODS, Product, ProductPrice
 from .client import (
     ADDRESS_TYPES,
     CLIENT_PERMISSIONS,
@@ -19,10 +33,14 @@ from .client import (
     Tag,
     client_tag,
 )
-from .reference import Currency, HomeCompany, TaxRule
+from .ledger import TRANSACTION_TYPES, Transaction
+from .reference import TAX_CATEGORIES, Currency, HomeCompany, TaxRule
 from .user_security import UserSecurity
 
 __all__ = [
+    "INVOICE_KINDS", "NUMBER_RESETS", "PROVISION_STATUSES", "SUSPENSION_KINDS", "DocumentCounter", "InvoiceItem",
+    "Payment", "PERIOD_HOURS", "PERIOD_MONTHS", "PERIODS", "Product", "ProductPrice", "TRANSACTION_TYPES",
+    "Transaction", "TAX_CATEGORIES",
     "ADDRESS_TYPES", "CLIENT_PERMISSIONS", "CLIENT_STATUSES", "CUSTOM_FIELD_TYPES", "INVOICE_STATUSES",
     "INVOICE_TYPES", "SERVICE_STATUSES", "ZERO", "ActivityLog", "Client", "ClientAddress", "ClientGroup",
     "ClientNote", "ClientUser", "Currency", "CustomField", "CustomFieldValue", "HomeCompany", "Invoice",

@@ -96,6 +96,13 @@ class Client(TimestampMixin, Model):
     never_auto_suspend: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     credit_limit: Mapped[Decimal] = mapped_column(Money, default=ZERO, nullable=False)
     balance: Mapped[Decimal] = mapped_column(Money, default=ZERO, nullable=False)
+    tax_exempt: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    # Result of the last conclusive VIES check of tax_id: unchecked | valid | invalid (an unavailable
+    # answer never overwrites it); reverse charge needs "valid".
+    vies_status: Mapped[str] = mapped_column(String(10), default="unchecked", nullable=False)
+    vies_checked_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, nullable=True)
+    vies_name: Mapped[str] = mapped_column(String(255), default="", nullable=False)
+    vies_error: Mapped[str] = mapped_column(String(60), default="", nullable=False)  # last unavailable answer
     admin_notes: Mapped[str] = mapped_column(Text, default="", nullable=False)
     group_id: Mapped[Optional[int]] = mapped_column(
         ForeignKey("puq_client_group.id", ondelete="SET NULL"), nullable=True, index=True

@@ -44,9 +44,29 @@ class HomeCompany(TimestampMixin, Model):
     bank_details: Mapped[str] = mapped_column(Text, default="", nullable=False)
     pdf_footer: Mapped[str] = mapped_column(Text, default="", nullable=False)
     is_default: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    email: Mapped[str] = mapped_column(String(255), default="", nullable=False)
+    phone: Mapped[str] = mapped_column(String(30), default="", nullable=False)
+    website: Mapped[str] = mapped_column(String(255), default="", nullable=False)
+    # Logo as a data: URI (PNG/JPEG/SVG), embedded in the PDF's HTML as is.
+    logo: Mapped[str] = mapped_column(Text, default="", nullable=False)
+    # Per document type: number format with tokens {YEAR} {MONTH} {DAY} {NUMBER}, zero padding of
+    # {NUMBER}, and when the counter restarts at 1 (never | monthly | yearly).
+    proforma_format: Mapped[str] = mapped_column(String(60), default="PF-{YEAR}-{NUMBER}", nullable=False)
+    proforma_padding: Mapped[int] = mapped_column(Integer, default=5, nullable=False)
+    proforma_reset: Mapped[str] = mapped_column(String(10), default="yearly", nullable=False)
+    invoice_format: Mapped[str] = mapped_column(String(60), default="INV-{YEAR}-{NUMBER}", nullable=False)
+    invoice_padding: Mapped[int] = mapped_column(Integer, default=5, nullable=False)
+    invoice_reset: Mapped[str] = mapped_column(String(10), default="yearly", nullable=False)
+    credit_note_format: Mapped[str] = mapped_column(String(60), default="CN-{YEAR}-{NUMBER}", nullable=False)
+    credit_note_padding: Mapped[int] = mapped_column(Integer, default=5, nullable=False)
+    credit_note_reset: Mapped[str] = mapped_column(String(10), default="yearly", nullable=False)
 
     def __repr__(self) -> str:
         return self.name
+
+
+# Client categories of tax rules ("" in a rule = any category).
+TAX_CATEGORIES = ("private", "company", "company_tax_id")
 
 
 class TaxRule(Model):

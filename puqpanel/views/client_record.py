@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import abort, flash, redirect, request, url_for
+from flask import abort, current_app, flash, redirect, request, url_for
 from flask_appbuilder import BaseView, expose
 from flask_appbuilder.security.decorators import has_access
 from flask_babel import gettext as _
@@ -24,7 +24,7 @@ from ..domain.clients import ADDRESS_FIELDS, get_client
 from ..domain.directory import parse_page
 from ..domain.validation import MAX_ID, countries, regions
 from ..models import ADDRESS_TYPES, CLIENT_PERMISSIONS, ActivityLog, Client
-from ..security import CLIENT_PERMS, CLIENTS, has_perm
+from ..security import BILLING, BILLING_PERMS, CLIENT_PERMS, CLIENTS, has_perm
 from .formatting import STATUS_LABELS
 
 ACTIVITY_PAGE_SIZE = 50
@@ -39,15 +39,47 @@ FIELD_TYPE_LABELS = {
 # Actions whose `changes` hold a snapshot ({field: value}) rather than {field: [before, after]}.
 _SNAPSHOT_SUFFIXES = (".create", ".delete", ".link", ".unlink")
 
+# (key, endpoint, label) of the record's tabs; tabs whose view is not registered are not shown.
 TABS = (
-    ("summary", _l("Summary")),
-    ("profile", _l("Profile")),
-    ("addresses", _l("Addresses")),
-    ("users", _l("Users")),
-    ("notes", _l("Notes")),
-    ("custom_fields", _l("Custom Fields")),
-    ("activity", _l("Activity")),
+    ("summary", "ClientRecordView.summary", _l("Summary")),
+    ("profile", "ClientRecordView.profile", _l("Profile")),
+    ("addresses", "ClientRecordView.addresses", _l("Addresses")),
+    ("users", "ClientRecordView.users", _l("Users")),
+    ("services", "ClientServicesView.services", _l("Services")),
+    ("invoices", "ClientInvoicesView.invoices", _l("Invoices")),
+    ("transactions", "ClientLedgerView.transactions", _l("Transactions")),
+    ("notes", "ClientRecordView.notes", _l("Notes")),
+    ("custom_fields", "ClientRecordView.custom_fields", _l("Custom Fields")),
+    ("activity", "ClientRecordView.activity", _l("Activity")),
 )
+
+
+def record_permissions() -> dict[str, bool]:
+    """What the current staff user may do on a client record (templates hide what it may not)."""
+    can = {
+        "edit": has_perm("can_edit"),
+        "manage_addresses": has_perm("can_manage_addresses"),
+        "manage_users": has_perm("can_manage_users"),
+        "write_note": has_perm("can_write_note"),
+        "access_all": has_perm("can_access_all"),
+    }
+    can.update({perm[len("can_"):]: has_perm(perm, BILLING) for perm in BILLING_PERMS})
+    can["billing"] = can.pop("show")
+    return can
+
+
+def render_record(view: BaseView, template: str, client: Client, tab: str, status: int = 200, **kwargs):
+    """A client record tab page: `template` extends puqpanel/record/_layout.html."""
+    tabs = [(key, endpoint, label) for key, endpoint, label in TABS if endpoint in current_app.view_functions]
+    if not has_perm("can_show", BILLING):
+        tabs = [t for t in tabs if t[0] not in ("services", "invoices", "transactions")]
+    return (
+        view.render_template(
+            template, client=client, tab=tab, tabs=tabs, can=record_permissions(), status_labels=STATUS_LABELS,
+            **kwargs,
+        ),
+        status,
+    )
 
 
 def _show(value: Any) -> str:
@@ -111,25 +143,7 @@ class ClientRecordView(BaseView):
             abort(404)
 
     def _render(self, tab: str, client: Client, status: int = 200, **kwargs):
-        can = {
-            "edit": has_perm("can_edit"),
-            "manage_addresses": has_perm("can_manage_addresses"),
-            "manage_users": has_perm("can_manage_users"),
-            "write_note": has_perm("can_write_note"),
-            "access_all": has_perm("can_access_all"),
-        }
-        return (
-            self.render_template(
-                f"puqpanel/record/{tab}.html",
-                client=client,
-                tab=tab,
-                tabs=TABS,
-                can=can,
-                status_labels=STATUS_LABELS,
-                **kwargs,
-            ),
-            status,
-        )
+        return render_record(self, f"puqpanel/record/{tab}.html", client, tab, status, **kwargs)
 
     def _back(self, endpoint: str, client: Client):
         return redirect(url_for(f"{self.__class__.__name__}.{endpoint}", client_id=client.id))
