@@ -1,5 +1,5 @@
 # Sourced by scripts/demo.sh and scripts/test.sh (not run on its own): moves to the repository root (ROOT)
-# and defines as_root, apt_install and ensure_venv.
+# and defines as_root, apt_install, ensure_venv and ensure_pdf_tools.
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -44,4 +44,18 @@ ensure_venv() {
         .venv/bin/python -m pip install -q -e .
     fi
     echo "$hash $kind" >"$stamp"
+}
+
+# ensure_pdf_tools base|test: Debian's wkhtmltopdf (invoice PDFs, renders headless) when missing; for
+# "test" also poppler-utils (pdftotext, which the PDF tests read the rendered documents with).
+ensure_pdf_tools() {
+    local kind=$1
+    if ! command -v wkhtmltopdf >/dev/null; then
+        echo "==> installing Debian's wkhtmltopdf"
+        apt_install wkhtmltopdf fonts-liberation
+    fi
+    if [ "$kind" = test ] && ! command -v pdftotext >/dev/null; then
+        echo "==> installing Debian's poppler-utils (pdftotext)"
+        apt_install poppler-utils
+    fi
 }

@@ -20,6 +20,9 @@ source "$(dirname "$0")/_setup.sh"
 ensure_venv base
 export PATH="$ROOT/.venv/bin:$PATH"
 
+# --- wkhtmltopdf for invoice PDFs -----------------------------------------------------------------
+ensure_pdf_tools base
+
 # --- Translations (the .mo files are build output, not committed) ---------------------------------
 scripts/translations.sh compile
 

@@ -9,7 +9,8 @@
 # (that database is wiped by the test run). PUQPANEL_TEST_BROKER_URL=redis://... adds the tests that
 # run a real Celery worker against Redis.
 # Installs what is missing: .venv with puqpanel[test], and Debian's chromium for the browser test
-# (Playwright drives /usr/bin/chromium; no browser is downloaded).
+# (Playwright drives /usr/bin/chromium; no browser is downloaded), wkhtmltopdf and poppler-utils for the
+# invoice PDF tests.
 set -euo pipefail
 
 source "$(dirname "$0")/_setup.sh"
@@ -22,6 +23,9 @@ if [ ! -x /usr/bin/chromium ]; then
     echo "==> installing Debian's chromium"
     apt_install chromium fonts-liberation
 fi
+
+# --- wkhtmltopdf for invoice PDFs, pdftotext to read them back -------------------------------------
+ensure_pdf_tools test
 
 # --- Translations ----------------------------------------------------------------------------------
 scripts/translations.sh compile
