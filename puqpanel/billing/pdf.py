@@ -31,6 +31,8 @@ from flask_babel import lazy_gettext as _l
 from markupsafe import Markup, escape
 
 from ..domain import DomainError
+from ..domain.session import get_session
+from ..models import Client
 from .settings import setting
 from .tax import REVERSE_CHARGE_NOTE
 
@@ -87,13 +89,24 @@ def template_names(invoice) -> list[str]:
 
 
 def render_html(invoice) -> str:
-    """The document's HTML (what render_pdf prints), in the client's language when the snapshot has one."""
+    """The document's HTML (what render_pdf prints), in the client's language (document_language)."""
     template = current_app.jinja_env.select_template(template_names(invoice))
-    language = (invoice.client_snapshot or {}).get("language") or ""
+    language = document_language(invoice)
     if language:
         with force_locale(language):
-            return template.render(**_context(invoice))
-    return template.render(**_context(invoice))
+            return template.render(lang=language, **_context(invoice))
+    return template.render(lang=str(get_locale() or "en"), **_context(invoice))
+
+
+def document_language(invoice) -> str:
+    """The language the document is printed in: the snapshot's, else the client's current language (labels
+    only: every legal detail comes from the snapshots); "" when neither is offered by the app."""
+    language = (invoice.client_snapshot or {}).get("language") or ""
+    if not language:
+        client = get_session().get(Client, invoice.client_id)
+        language = client.language if client is not None else ""
+    offered = current_app.config.get("LANGUAGES") or {}
+    return language if language and (not offered or language in offered) else ""
 
 
 def render_pdf(invoice) -> bytes:
@@ -138,6 +151,10 @@ def pdf_filename(invoice) -> str:
 
 
 # -- template context ------------------------------------------------------------------------------------
+# Snapshot keys (billing.invoicing.snapshot_client / snapshot_company): legal_name, company_name, name,
+# firstname, lastname, contact_name, tax_id, email, phone, address1, address2, postcode, city, region,
+# region_name, country, country_name, address_lines; the client's also client_id and tax_note (the
+# reverse-charge sentence at issue time); the company's also bank_details, website, logo, pdf_footer.
 def _context(invoice) -> dict:
     client = dict(invoice.client_snapshot or {})
     company = dict(invoice.company_snapshot or {})
@@ -146,14 +163,14 @@ def _context(invoice) -> dict:
     for key in ("logo", "pdf_footer", "bank_details"):
         if not company.get(key) and home is not None:
             company[key] = getattr(home, key, "") or ""
+    if not (company.get("legal_name") or company.get("company_name")) and home is not None:
+        company["legal_name"] = home.company_name
     logo = (company.get("logo") or "").strip()
-    # The legal note of an EU reverse charge is printed on its own; notes may already carry its text.
-    notes = invoice.notes or ""
-    note = ""
-    if invoice.reverse_charge:
-        note = gettext(REVERSE_CHARGE_NOTE)
-        notes = notes.replace(REVERSE_CHARGE_NOTE, "")
-    notes = notes.strip()
+    # The legal note (EU reverse charge) is printed on its own; notes may already carry its text.
+    note = (client.get("tax_note") or "").strip()
+    if not note and invoice.reverse_charge:
+        note = REVERSE_CHARGE_NOTE
+    notes = (invoice.notes or "").replace(note, "").strip() if note else (invoice.notes or "").strip()
     currency = invoice.currency
     money = current_app.jinja_env.globals.get("puq_money")
     return {
@@ -162,14 +179,15 @@ def _context(invoice) -> dict:
         "status_label": STATUS_LABELS.get(invoice.status, invoice.status),
         "client": client,
         "company": company,
-        "client_name_lines": _name_lines(client),
+        "client_name_lines": _client_name_lines(client),
         "client_address_lines": _address_lines(_address(client)),
-        "company_name_lines": _name_lines(company),
+        "client_number": client.get("client_id") or client.get("id") or invoice.client_id,
+        "company_name_lines": _dedupe([company.get("legal_name"), company.get("company_name")])[:1],
         "company_address_lines": _address_lines(_address(company)),
         "logo": logo if _DATA_IMAGE.match(logo) else "",
         "items": list(invoice.items),
         "tax_lines": invoice.tax_lines,
-        "reverse_charge_note": note,
+        "reverse_charge_note": gettext(note) if note else "",
         "notes": notes,
         "show_bank_details": invoice.type == "proforma" and invoice.status == "unpaid"
         and bool(company.get("bank_details")),
@@ -181,6 +199,15 @@ def _context(invoice) -> dict:
     }
 
 
+def _dedupe(values) -> list[str]:
+    lines: list[str] = []
+    for value in values:
+        value = (value or "").strip()
+        if value and value not in lines:
+            lines.append(value)
+    return lines
+
+
 def _address(snapshot: dict) -> dict:
     """The address part of a snapshot: a nested billing_address / address dict, or the snapshot itself."""
     for key in ("billing_address", "address"):
@@ -189,29 +216,29 @@ def _address(snapshot: dict) -> dict:
     return snapshot
 
 
-def _name_lines(snapshot: dict) -> list[str]:
-    """Legal name first (company), then the person, without repeats."""
-    person = snapshot.get("contact_name") or " ".join(
-        p for p in (snapshot.get("firstname") or "", snapshot.get("lastname") or "") if p
-    )
-    lines = []
-    for value in (snapshot.get("company_name"), snapshot.get("legal_name"), snapshot.get("name"), person):
-        value = (value or "").strip()
-        if value and value not in lines:
-            lines.append(value)
-    return lines
+def _client_name_lines(snapshot: dict) -> list[str]:
+    """The legal name (company, else the person), then the person or contact when that differs."""
+    person = " ".join(p for p in (snapshot.get("firstname") or "", snapshot.get("lastname") or "") if p)
+    return _dedupe([snapshot.get("legal_name"), snapshot.get("company_name"), snapshot.get("name") or person,
+                    snapshot.get("contact_name")])
 
 
 def _address_lines(address: dict) -> list[str]:
-    country = (address.get("country") or "").upper()
-    region = address.get("region") or address.get("state") or ""
-    city_line = " ".join(p for p in (address.get("postcode") or "", address.get("city") or "") if p)
-    region_name = _region_name(region)
-    if region_name == (address.get("city") or ""):
-        region_name = ""  # Berlin, Berlin
-    lines = [address.get("address1") or "", address.get("address2") or "", city_line, region_name,
-             _country_name(country)]
-    return [line.strip() for line in lines if line and line.strip()]
+    """The snapshot's frozen address lines (else built from its parts); a line repeating the one before
+    (a region named like its city: Berlin, Berlin) is left out."""
+    lines = address.get("address_lines")
+    if not isinstance(lines, list):
+        city = (address.get("city") or "").strip()
+        lines = [address.get("address1") or "", address.get("address2") or "",
+                 " ".join(p for p in (address.get("postcode") or "", city) if p),
+                 address.get("region_name") or _region_name(address.get("region") or address.get("state") or ""),
+                 address.get("country_name") or _country_name((address.get("country") or "").upper())]
+    result: list[str] = []
+    for line in lines:
+        line = str(line or "").strip()
+        if line and (not result or result[-1] != line):
+            result.append(line)
+    return result
 
 
 def _country_name(code: str) -> str:
