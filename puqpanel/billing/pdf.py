@@ -54,8 +54,7 @@ STATUS_LABELS = {
 # wkhtmltopdf command line. "proxy" points every network request at the closed discard port (no fetch
 # leaves the machine, nothing reaches a local service); local files are refused; no JavaScript runs.
 OPTIONS = {
-    "encoding": "UTF-8",
-    "quiet": "",
+    "encoding": "UTF-8",  # pdfkit adds --quiet itself
     "page-size": "A4",
     "margin-top": "15mm",
     "margin-bottom": "15mm",
