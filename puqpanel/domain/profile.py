@@ -9,6 +9,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from ..billing import vies
 from ..models import Client, ClientGroup, Currency, Invoice, Service, Tag
 from ..models.base import MONEY_PLACES
 from ..security import has_perm
@@ -185,6 +186,8 @@ def update_profile(client: Client, data: Mapping[str, Any]) -> dict[str, list]:
             client.tags = tags
             changes = activity.diff(before, _snapshot(client))
             if changes:
+                if "tax_id" in changes:
+                    vies.identity_changed(client)  # the last VIES answer was about the old id
                 activity.record(
                     "client.update",
                     client_id=client.id,
@@ -197,6 +200,8 @@ def update_profile(client: Client, data: Mapping[str, Any]) -> dict[str, list]:
                 session.rollback()
     except IntegrityError:  # a concurrent save took the same tax id between the check and the commit
         raise DomainError({"tax_id": str(_l("Another client already has this tax id."))})
+    if "tax_id" in changes and client.tax_id:
+        vies.schedule_check(client.id)
     return changes
 
 

@@ -7,3 +7,4 @@ def register_views(appbuilder) -> None:
     clients.register(appbuilder)
     client_record.register(appbuilder)
     settings.register(appbuilder)
+    from . import billing_settings; billing_settings.register(appbuilder)  # noqa: E702
