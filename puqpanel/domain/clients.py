@@ -294,6 +294,10 @@ def create_client(data: NewClient) -> tuple[Client, str]:
             )
     except IntegrityError:  # a concurrent create took the same email or tax id between check and insert
         raise DomainError({"": str(_l("Another client or user was just saved with the same email or tax id."))})
+    if tax_id:
+        from ..billing.vies import schedule_check
+
+        schedule_check(client.id)  # VIES check of an EU VAT id (after the commit)
     return client, password
 
 

@@ -20,6 +20,10 @@ from flask import current_app
 from sqlalchemy import func, select
 from tqdm import tqdm
 
+# Rule-set data re-exported for the demo tests.
+from ..billing.tax_rulesets import (  # noqa: F401
+    CANADA_TAXES, EU_VAT_RATES, TAX_CATEGORIES, install_canada_rules, install_eu_rules,
+)
 from ..models import (
     CLIENT_PERMISSIONS,
     CLIENT_STATUSES,
@@ -78,32 +82,6 @@ HOME_COMPANIES = (
         pdf_footer="puqpanel Demo Canada Inc. · GST/HST 123456782RT0001", is_default=False,
     ),
 )
-
-# Standard VAT rates of the 27 EU member states (ISO 3166 codes; Greece is GR here, EL in VIES).
-EU_VAT_RATES = {
-    "AT": "20", "BE": "21", "BG": "20", "HR": "25", "CY": "19", "CZ": "21", "DK": "25", "EE": "24",
-    "FI": "25.5", "FR": "20", "DE": "19", "GR": "24", "HU": "27", "IE": "23", "IT": "22", "LV": "21",
-    "LT": "21", "LU": "17", "MT": "18", "NL": "21", "PL": "23", "PT": "23", "RO": "21", "SK": "23",
-    "SI": "22", "ES": "21", "SE": "25",
-}
-TAX_CATEGORIES = ("private", "company", "company_tax_id")
-
-# Canada by province / territory: up to two named taxes (federal GST or harmonised HST, provincial tax).
-CANADA_TAXES = {
-    "CA-AB": (("GST", "5"),),
-    "CA-BC": (("GST", "5"), ("PST", "7")),
-    "CA-MB": (("GST", "5"), ("RST", "7")),
-    "CA-NB": (("HST", "15"),),
-    "CA-NL": (("HST", "15"),),
-    "CA-NS": (("HST", "14"),),
-    "CA-NT": (("GST", "5"),),
-    "CA-NU": (("GST", "5"),),
-    "CA-ON": (("HST", "13"),),
-    "CA-PE": (("HST", "15"),),
-    "CA-QC": (("GST", "5"), ("QST", "9.975")),
-    "CA-SK": (("GST", "5"), ("PST", "6")),
-    "CA-YT": (("GST", "5"),),
-}
 
 GROUPS = (
     ("VIP", "#d4af37", "Top accounts: personal contact before any suspension."),
@@ -366,24 +344,13 @@ def _ensure_reference(session) -> dict[str, Any]:
     session.flush()
     eu_company, ca_company = (companies[spec["name"]] for spec in HOME_COMPANIES)
 
-    wanted: list[dict] = []
-    for country, rate in EU_VAT_RATES.items():
-        for category in TAX_CATEGORIES:
-            wanted.append(dict(category=category, country=country, region="", home_company_id=eu_company.id,
-                               tax1_name="VAT", tax1_rate=Decimal(rate)))
-    wanted.append(dict(category="", country="CA", region="", home_company_id=ca_company.id,
-                       tax1_name="GST", tax1_rate=Decimal("5")))
-    for region, taxes in CANADA_TAXES.items():
-        rule = dict(category="", country="CA", region=region, home_company_id=ca_company.id)
-        for n, (name, rate) in enumerate(taxes, start=1):
-            rule[f"tax{n}_name"], rule[f"tax{n}_rate"] = name, Decimal(rate)
-        wanted.append(rule)
+    # EU VAT and Canada rule sets (only the missing rules: existing ones are never overwritten).
+    install_eu_rules(eu_company, overwrite=False)
+    install_canada_rules(ca_company, overwrite=False)
     # Everyone else (outside the EU and Canada): billed by the EU company without VAT (export of services).
-    wanted.append(dict(category="", country="", region="", home_company_id=eu_company.id))
-    existing = set(session.execute(select(TaxRule.category, TaxRule.country, TaxRule.region)).tuples())
-    for rule in wanted:
-        if (rule["category"], rule["country"], rule["region"]) not in existing:
-            session.add(TaxRule(**rule))
+    catch_all = select(TaxRule.id).where(TaxRule.category == "", TaxRule.country == "", TaxRule.region == "")
+    if session.scalar(catch_all) is None:
+        session.add(TaxRule(category="", country="", region="", home_company_id=eu_company.id))
 
     groups = {g.name: g for g in session.scalars(select(ClientGroup))}
     for name, color, description in GROUPS:
@@ -575,6 +542,9 @@ def load_demo(client_count: int = 200, progress: bool = True) -> dict[str, Any]:
         "custom fields": session.scalar(select(func.count()).select_from(CustomField)),
         "staff managers": ", ".join(m.username for m in managers),
     }
+    from ..billing.demo import load_billing_demo
+
+    summary.update(load_billing_demo(progress=progress))
     summary["client owner logins"] = f"client0001@{DEMO_DOMAIN} … password {DEMO_CLIENT_PASSWORD}"
     summary.update(passwords)
     return summary

@@ -22,4 +22,5 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app.set_default()
     app.extensions["celery"] = celery_app
     celery_app.autodiscover_tasks(["puqpanel.tasks"], related_name="jobs", force=True)
+    celery_app.autodiscover_tasks(["puqpanel.tasks"], related_name="vies", force=True)
     return celery_app
