@@ -8,3 +8,5 @@ def register_views(appbuilder) -> None:
     client_record.register(appbuilder)
     settings.register(appbuilder)
     from . import billing_settings; billing_settings.register(appbuilder)  # noqa: E702
+    from . import gateways, invoices
+    invoices.register(appbuilder); gateways.register(appbuilder)
