@@ -60,7 +60,33 @@ def demo_command(clients):
     click.echo("Demo data ready: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
 
 
-commands = [init_command, create_admin_command, demo_command]
+@click.command("verify-ledger")
+@with_appcontext
+def verify_ledger_command():
+    """Prove balance == sum of ledger rows for every client and unbroken before/after chains.
+
+    Prints "ledger OK: N clients, M transactions" and exits 0, else one line per broken client and exits 1.
+    """
+    from sqlalchemy import func, select
+
+    from .billing.ledger import verify
+    from .domain.session import get_session
+    from .models import Client, Transaction
+
+    problems = verify()
+    if problems:
+        for problem in problems:
+            click.echo(f"client {problem.client_id}: {problem.problem}", err=True)
+        clients = len({p.client_id for p in problems})
+        click.echo(f"ledger BROKEN: {clients} client(s)", err=True)
+        raise SystemExit(1)
+    session = get_session()
+    clients = session.scalar(select(func.count(Client.id))) or 0
+    transactions = session.scalar(select(func.count(Transaction.id))) or 0
+    click.echo(f"ledger OK: {clients} clients, {transactions} transactions")
+
+
+commands = [init_command, create_admin_command, demo_command, verify_ledger_command]
 
 
 @click.group("puqpanel")

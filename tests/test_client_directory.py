@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import event, func, select, update
 from werkzeug.security import generate_password_hash
 
+from puqpanel.billing.ledger import adjust
 from puqpanel.domain.clients import NewClient, create_client
 from puqpanel.models import (
     Client,
@@ -18,6 +19,7 @@ from puqpanel.models import (
     ClientGroup,
     ClientUser,
     Currency,
+    HomeCompany,
     Invoice,
     Service,
     Tag,
@@ -33,6 +35,22 @@ def usd(db):
     db.add(currency)
     db.commit()
     return currency
+
+
+def home_company(db) -> HomeCompany:
+    """The issuing company every test document needs (created once per test)."""
+    home = db.scalar(select(HomeCompany).where(HomeCompany.name == "Main"))
+    if home is None:
+        home = HomeCompany(name="Main", company_name="PUQ Hosting GmbH", country="DE", is_default=True)
+        db.add(home)
+        db.flush()
+    return home
+
+
+def unpaid(db, client: Client, total: str, paid: str = "0", status: str = "unpaid") -> Invoice:
+    """A document of the client in its currency (`paid`: what was received so far)."""
+    return Invoice(client_id=client.id, home_company_id=home_company(db).id, currency_id=client.currency_id,
+                   type="proforma", status=status, total=Decimal(total), amount_paid=Decimal(paid))
 
 
 def add_client(n: int, **kw) -> Client:
@@ -70,15 +88,16 @@ def test_list_shows_columns_aggregates_and_record_link(app, db, staff, browser, 
     db.commit()
     client = add_client(1, company_name="Acme GmbH", group_id=group.id, tag_ids=[tag.id])
     other = add_client(2)
-    db.execute(update(Client).where(Client.id == client.id).values(balance=Decimal("1234.5")))
+    adjust(client, "1234.5", "Opening balance")  # the balance comes only from the ledger
     db.add_all([
         Service(client_id=client.id, status="active"),
         Service(client_id=client.id, status="active"),
+        Service(client_id=client.id, status="suspended"),
         Service(client_id=client.id, status="terminated"),
         Service(client_id=other.id, status="active"),
-        Invoice(client_id=client.id, status="unpaid", total=Decimal("99.5")),
-        Invoice(client_id=client.id, status="unpaid", total=Decimal("0.25")),
-        Invoice(client_id=client.id, status="paid", total=Decimal("1000")),
+        unpaid(db, client, "99.5"),
+        unpaid(db, client, "10.25", paid="10"),  # partly paid: 0.25 still due
+        unpaid(db, client, "1000", paid="1000", status="paid"),
     ])
     owner_id = client.users[0].user_id
     db.execute(update(User).where(User.id == owner_id).values(last_login=dt.datetime(2025, 3, 4, 5, 6)))
@@ -97,16 +116,16 @@ def test_list_shows_columns_aggregates_and_record_link(app, db, staff, browser, 
     assert "client1@example.com" in row and "First1 Last1" in row and "Acme GmbH" in row
     assert "label-info" in row and ">New<" in row
     assert "Berlin, Germany" in row
-    assert "1,234.50 €" in row
+    assert "€1,234.50" in row  # Babel, English locale
     assert "background-color:#aa0000" in row and "VIP" in row
     assert "priority" in row
     assert '<td class="text-right">2</td>' in row  # two active services
-    assert "99.75 €" in row  # unpaid invoices only
+    assert "€99.75" in row  # still due on unpaid documents only
     assert "2025-03-04 05:06" in row
     assert f'href="/clients/{client.id}"' in row
     other_row = html[html.index(f'data-client-id="{other.id}"'):]
     other_row = other_row[: other_row.index("</tr>")]
-    assert "0.00 €" in other_row and '<td class="text-right">1</td>' in other_row
+    assert "€0.00" in other_row and '<td class="text-right">1</td>' in other_row
     assert "2 clients" in html
     # Staff with every permission see both buttons; the menu entry points here.
     assert 'id="puq-create"' in html and 'id="puq-export"' in html
@@ -248,7 +267,7 @@ def _bulk_clients(db, currency: Currency, count: int, start: int = 0) -> list[in
     for client, user in clients:
         db.add(UserSecurity(user_id=user.id, is_client_login=True))
         db.add(Service(client_id=client.id, status="active"))
-        db.add(Invoice(client_id=client.id, status="unpaid", total=Decimal("1.5")))
+        db.add(unpaid(db, client, "1.5"))
     db.commit()
     return [client.id for client, _ in clients]
 
@@ -279,7 +298,7 @@ def test_no_n_plus_one_statement_count_does_not_grow_with_rows(app, db, staff, b
     _bulk_clients(db, eur, 90, start=10)
     many, html = _statements_for(app, browser, "/clients/?page_size=100")
     assert len(ids_in(html)) == 100
-    assert "Company 99" in html and "1.50 €" in html
+    assert "Company 99" in html and "€1.50" in html
     assert many == few, (few, many)
 
 

@@ -19,6 +19,7 @@ from puqpanel.models import (
     Currency,
     CustomField,
     CustomFieldValue,
+    HomeCompany,
     Invoice,
     Service,
     Tag,
@@ -72,11 +73,15 @@ def test_every_tab_renders_for_admin(app, db, admin, client_row):
     db.add_all([group, tag, CustomField(name="Contract no", field_type="text")])
     client_row.group = group
     client_row.tags = [tag]
-    db.add(Invoice(client_id=client_row.id, status="unpaid", total=Decimal("12.50")))
-    db.add(Invoice(client_id=client_row.id, status="unpaid", total=Decimal("7.25")))
-    db.add(Invoice(client_id=client_row.id, status="paid", total=Decimal("100")))
+    home = HomeCompany(name="Main", company_name="PUQ Hosting GmbH", country="DE", is_default=True)
+    db.add(home)
+    db.flush()
+    document = dict(client_id=client_row.id, home_company_id=home.id, currency_id=client_row.currency_id, type="proforma")
+    db.add(Invoice(**document, status="unpaid", total=Decimal("12.50")))
+    db.add(Invoice(**document, status="unpaid", total=Decimal("17.25"), amount_paid=Decimal("10")))  # 7.25 due
+    db.add(Invoice(**document, status="paid", total=Decimal("100"), amount_paid=Decimal("100")))
     db.add_all([Service(client_id=client_row.id, status="active"), Service(client_id=client_row.id, status="active"),
-                Service(client_id=client_row.id, status="terminated")])
+                Service(client_id=client_row.id, status="pending"), Service(client_id=client_row.id, status="terminated")])
     db.commit()
 
     page = admin.get(url(client_row))
@@ -84,9 +89,10 @@ def test_every_tab_renders_for_admin(app, db, admin, client_row):
     html = page.text
     assert "Schmidt GmbH" in html and client_row.users[0].user.email in html
     assert "Hauptstr. 1" in html and "VIP" in html and "Priority" in html
-    assert re.search(r'puq-outstanding">\s*19\.75 €', html), "outstanding = sum of unpaid invoices"
+    assert re.search(r'puq-outstanding">\s*€19\.75', html), "outstanding = still due on unpaid documents"
     assert re.search(r'puq-active-services">\s*2<', html)
-    assert re.search(r'puq-balance">\s*0\.00 €', html)
+    assert re.search(r'puq-services-in-use">\s*3<', html)  # active + pending
+    assert re.search(r'puq-balance">\s*€0\.00', html)
     for tail, marker in [
         ("/profile", 'name="firstname"'),
         ("/addresses", "puq-addresses"),

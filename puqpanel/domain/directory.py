@@ -1,8 +1,9 @@
 """The staff client directory: filtered, scoped, sorted, paginated client rows with their aggregates.
 
-One SELECT builds a page (clients + owner email, billing city/country, currency, group, active services,
-unpaid invoices, last login of the linked users as correlated scalar subqueries / outer joins), one SELECT
-counts, one SELECT loads the tags of the page's ids. The HTML list, the CSV export and the API share it.
+One SELECT builds a page (clients + owner email, billing city/country, currency, group, balance (kept by the
+ledger), active services, outstanding = Σ (total - amount paid) of unpaid documents, last login of the linked
+users as correlated scalar subqueries / outer joins), one SELECT counts, one SELECT loads the tags of the
+page's ids. The HTML list, the CSV export and the API share it.
 """
 from __future__ import annotations
 
@@ -61,15 +62,18 @@ _billing_address_id = (
     .correlate(Client)
     .scalar_subquery()
 )
+# The Services column: how many of the client's services are active (suspended / pending ones not counted).
 _services_active = (
     select(func.count(Service.id))
     .where(Service.client_id == Client.id, Service.status == "active")
     .correlate(Client)
     .scalar_subquery()
 )
+# Still due on the client's unpaid documents (total - amount paid of partly paid proformas), in the client's
+# currency (documents issued before a currency change are shown on the record's Summary tab).
 _outstanding = type_coerce(
-    select(func.coalesce(func.sum(Invoice.total), 0))
-    .where(Invoice.client_id == Client.id, Invoice.status == "unpaid")
+    select(func.coalesce(func.sum(Invoice.total - Invoice.amount_paid), 0))
+    .where(Invoice.client_id == Client.id, Invoice.status == "unpaid", Invoice.currency_id == Client.currency_id)
     .correlate(Client)
     .scalar_subquery(),
     Money(),

@@ -6,11 +6,11 @@ from typing import Any, Mapping
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import func, select
+from sqlalchemy import func, select, type_coerce
 from sqlalchemy.exc import IntegrityError
 
 from ..billing import vies
-from ..models import Client, ClientGroup, Currency, Invoice, Service, Tag
+from ..models import Client, ClientGroup, Currency, Invoice, Money, Service, Tag
 from ..models.base import MONEY_PLACES
 from ..security import has_perm
 from . import DomainError, activity, collect
@@ -240,19 +240,44 @@ def form_choices(client: Client) -> dict[str, list[tuple[str, str]]]:
 
 
 def finance_summary(client: Client) -> dict[str, Any]:
-    """Balance, credit limit, outstanding (unpaid invoices) and active services of a client."""
+    """What the Summary tab shows of a client's money: balance and credit limit; outstanding = Σ (total -
+    amount paid) of its unpaid documents in the client's currency (`outstanding_other`: the same per other
+    currency, for documents issued before a currency change); VIES status of the tax id; active services and
+    services in use (active + suspended + pending); the last 5 ledger rows. Three statements."""
+    from ..billing.ledger import recent_transactions
+
     session = get_session()
-    outstanding = session.scalar(
-        select(func.sum(Invoice.total)).where(
-            Invoice.client_id == client.id, Invoice.status == "unpaid"
-        )
-    )
-    active_services = session.scalar(
-        select(func.count(Service.id)).where(Service.client_id == client.id, Service.status == "active")
-    )
+    due = session.execute(
+        select(Invoice.currency_id, type_coerce(func.sum(Invoice.total - Invoice.amount_paid), Money()))
+        .where(Invoice.client_id == client.id, Invoice.status == "unpaid")
+        .group_by(Invoice.currency_id)
+    ).all()
+    outstanding = Decimal(0)
+    other: dict[int, Decimal] = {}
+    for currency_id, amount in due:
+        if currency_id == client.currency_id:
+            outstanding += amount or 0
+        elif amount:
+            other[currency_id] = amount
+    counts = session.execute(
+        select(
+            func.count(Service.id).filter(Service.status == "active"),
+            func.count(Service.id).filter(Service.status.in_(("active", "suspended", "pending"))),
+        ).where(Service.client_id == client.id)
+    ).one()
+    currencies = {c.id: c for c in session.scalars(select(Currency).where(Currency.id.in_(other)))} if other else {}
     return {
         "balance": client.balance,
         "credit_limit": client.credit_limit,
-        "outstanding": Decimal(outstanding or 0).quantize(MONEY_PLACES),
-        "active_services": active_services or 0,
+        "available": client.balance + client.credit_limit,
+        "outstanding": Decimal(outstanding).quantize(MONEY_PLACES),
+        "outstanding_other": [(currencies.get(cid), amount) for cid, amount in other.items()],
+        "active_services": counts[0] or 0,
+        "services_in_use": counts[1] or 0,
+        "vies_status": client.vies_status,
+        "vies_checked_at": client.vies_checked_at,
+        "vies_name": client.vies_name,
+        "vies_error": client.vies_error,
+        "tax_exempt": client.tax_exempt,
+        "recent_transactions": recent_transactions(client.id, 5),
     }

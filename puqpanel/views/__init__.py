@@ -7,6 +7,8 @@ def register_views(appbuilder) -> None:
     clients.register(appbuilder)
     client_record.register(appbuilder)
     settings.register(appbuilder)
+    from . import ledger
+    ledger.register(appbuilder)
     from . import billing_settings; billing_settings.register(appbuilder)  # noqa: E702
     from . import gateways, invoices
     invoices.register(appbuilder); gateways.register(appbuilder)

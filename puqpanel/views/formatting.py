@@ -2,8 +2,12 @@
 puq_color_badge, puq_status_label)."""
 from __future__ import annotations
 
+import copy
 from decimal import ROUND_HALF_UP, Decimal
 
+from babel import Locale, UnknownLocaleError
+from babel.numbers import get_minus_sign_symbol, is_currency
+from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from markupsafe import Markup
 
@@ -40,18 +44,47 @@ def color_badge(name: str, color: str) -> Markup:
     return Markup('<span class="badge" style="background-color:{}">{}</span>').format(color, name)
 
 
-def money(amount: Decimal | None, currency=None) -> str:
-    """Amount in the currency's minor units (half-up) with its prefix/suffix, else its code."""
+def _locale(locale=None) -> Locale:
+    """The given locale, else the request's (Flask-Babel), else English."""
+    if locale is None:
+        try:
+            locale = get_locale()
+        except (RuntimeError, KeyError):  # outside an app context / Babel not initialised
+            locale = None
+    if isinstance(locale, Locale):
+        return locale
+    try:
+        return Locale.parse(str(locale or "en").replace("-", "_"))
+    except (ValueError, TypeError, UnknownLocaleError):
+        return Locale.parse("en")
+
+
+def money(amount: Decimal | None, currency=None, locale=None) -> str:
+    """An amount formatted per currency and locale.
+
+    Rounded half-up to the currency's minor units first, then Babel's currency pattern of the locale
+    (the request's unless `locale` is given) with exactly that many decimals: "€1,234.50" in en,
+    "1.234,50 €" in de. A code Babel doesn't know (not ISO 4217) falls back to the currency's prefix /
+    suffix (else "1,234.50 XYZ") with the locale's number format. Without a currency: the number alone.
+    """
     minor_units = getattr(currency, "minor_units", 2)
-    places = Decimal(1).scaleb(-max(0, int(minor_units if minor_units is not None else 2)))
-    value = Decimal(amount or 0).quantize(places, rounding=ROUND_HALF_UP)
-    sign = "-" if value < 0 else ""
-    text = f"{abs(value):,}"
+    minor_units = min(8, max(0, int(minor_units if minor_units is not None else 2)))
+    value = Decimal(amount or 0).quantize(Decimal(1).scaleb(-minor_units), rounding=ROUND_HALF_UP)
+    loc = _locale(locale)
+    code = str(getattr(currency, "code", "") or "").upper()
+    if currency is not None and code and is_currency(code):
+        pattern = copy.copy(loc.currency_formats["standard"])
+        pattern.frac_prec = (minor_units, minor_units)
+        return pattern.apply(value, loc, currency=code, currency_digits=False)
+    pattern = copy.copy(loc.decimal_formats[None])
+    pattern.frac_prec = (minor_units, minor_units)
+    text = pattern.apply(abs(value), loc)
+    sign = get_minus_sign_symbol(loc) if value < 0 else ""
     if currency is None:
         return f"{sign}{text}"
     if currency.prefix or currency.suffix:
         return f"{sign}{currency.prefix}{text}{currency.suffix}"
-    return f"{sign}{text} {currency.code}"
+    return f"{sign}{text} {code}".strip()
 
 
 def register_template_helpers(app) -> None:
