@@ -9,6 +9,9 @@ def register_views(appbuilder) -> None:
     settings.register(appbuilder)
     from . import ledger
     ledger.register(appbuilder)
+    from . import catalog, services
+    catalog.register(appbuilder)
+    services.register(appbuilder)
     from . import billing_settings; billing_settings.register(appbuilder)  # noqa: E702
     from . import gateways, invoices
     invoices.register(appbuilder); gateways.register(appbuilder)
