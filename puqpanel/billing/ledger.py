@@ -339,9 +339,10 @@ def client_transactions(
         "gross": Transaction.gross,
         "balance": Transaction.balance_after,
     }[sort]
-    tiebreak = Transaction.id.desc() if direction == "desc" else Transaction.id.asc()
-    order = column.desc() if direction == "desc" else column.asc()
-    stmt = stmt.order_by(order, tiebreak).limit(page_size + 1).offset((page - 1) * page_size)
+    order = [column.desc() if direction == "desc" else column.asc()]
+    if sort != "date":
+        order.append(Transaction.id.desc() if direction == "desc" else Transaction.id.asc())
+    stmt = stmt.order_by(*order).limit(page_size + 1).offset((page - 1) * page_size)
     rows = get_session().execute(stmt).all()
     entries = [
         LedgerEntry(tx, number, inv_type, inv_status, label, author_name, impersonator_name)
