@@ -13,8 +13,8 @@ One invoice = what a real top-up does: an add-funds proforma is created and publ
 the client's tax rule), then a bank-transfer payment of its total is recorded, which credits the balance
 through the ledger, turns the proforma into a paid invoice with the next number and marks it invoiced —
 each step its own DB transaction, under the client row lock. The rate printed is paid invoices per second
-(wall clock over all of them, single process; --threads runs several issuers at once, each with its own
-session and its own clients). Then M of those invoices are rendered to PDF with wkhtmltopdf and the
+(wall clock over all of them; --threads and --processes run several issuers at once, like several web or
+Celery workers, each with its own session and its own share of the clients). Then M of those invoices are rendered to PDF with wkhtmltopdf and the
 p50 / p95 / mean milliseconds printed. Aims (issue 3): >= 200 invoices/s on PostgreSQL, PDF p50 <= 300 ms.
 """
 from __future__ import annotations
@@ -40,7 +40,9 @@ def parse_args(argv=None):
     parser.add_argument("--invoices", type=int, default=2000, help="paid invoices to issue (2000)")
     parser.add_argument("--pdfs", type=int, default=50, help="PDFs to render (50)")
     parser.add_argument("--clients", type=int, default=50, help="clients the invoices are spread over (50)")
-    parser.add_argument("--threads", type=int, default=1, help="concurrent issuers (1)")
+    parser.add_argument("--threads", type=int, default=1, help="concurrent issuers per process (1)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="issuing processes, forked (1; for PostgreSQL: SQLite serialises writers)")
     parser.add_argument("--amount", default="50.00", help="net amount of each top-up (50.00)")
     parser.add_argument("--database-url", default=os.environ.get("PUQPANEL_DATABASE_URL", ""),
                         help="database (default: PUQPANEL_DATABASE_URL, else a temporary SQLite file)")
@@ -90,50 +92,30 @@ def run(args) -> int:
     amount = Decimal(args.amount)
 
     # -- invoices ----------------------------------------------------------------------------------------
-    threads = max(1, args.threads)
-    per_thread = [args.invoices // threads + (1 if i < args.invoices % threads else 0) for i in range(threads)]
-    issued: list[int] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def worker(index: int, count: int) -> None:
-        mine = client_ids[index::threads] or client_ids
-        done = []
-        try:
-            with app.app_context():
-                for n in range(count):
-                    done.append(issue_one(mine[n % len(mine)], amount, f"bench-{tag}-{index}-{n}"))
-        except BaseException as exc:  # reported after the run
-            errors.append(exc)
-        with lock:
-            issued.extend(done)
-
-    counter = SqlCounter(app)
-    print(f"issuing {args.invoices} paid invoices (add-funds proforma + payment) with {threads} thread(s) "
-          f"over {len(client_ids)} clients ...")
+    processes, threads = max(1, args.processes), max(1, args.threads)
+    issuers = processes * threads
+    counts = [args.invoices // issuers + (1 if i < args.invoices % issuers else 0) for i in range(issuers)]
+    plan = [[(i, counts[i]) for i in range(p * threads, (p + 1) * threads)] for p in range(processes)]
+    print(f"issuing {args.invoices} paid invoices (add-funds proforma + payment) with {processes} process(es) × "
+          f"{threads} thread(s) over {len(client_ids)} clients ...")
     started = time.perf_counter()
-    if args.profile and threads == 1:
-        import cProfile
-
-        profiler = cProfile.Profile()
-        profiler.runcall(worker, 0, per_thread[0])
-        profiler.dump_stats(args.profile)
+    if processes == 1:
+        results = [issue_batch(app, client_ids, amount, tag, plan[0], issuers, args.profile)]
     else:
-        pool = [threading.Thread(target=worker, args=(i, c)) for i, c in enumerate(per_thread)]
-        for t in pool:
-            t.start()
-        for t in pool:
-            t.join()
+        results = issue_in_processes(app, client_ids, amount, tag, plan, issuers)
     elapsed = time.perf_counter() - started
+    issued = [i for r in results for i in r["ids"]]
+    errors = [e for r in results for e in r["errors"]]
     if errors:
-        print(f"FAILED: {len(errors)} issuer(s) stopped: {errors[0]!r}", file=sys.stderr)
+        print(f"FAILED: {len(errors)} issuer(s) stopped: {errors[0]}", file=sys.stderr)
         return 1
-    counter.stop()
-    print(f"invoices: {len(issued)} in {elapsed:.2f} s = {len(issued) / elapsed:.1f} invoices/s")
-    if issued:
-        n = len(issued)
-        print(f"  per invoice: {counter.statements / n:.1f} SQL statements, {counter.commits / n:.1f} commits, "
-              f"{counter.seconds * 1000 / n:.1f} ms executing SQL (of {elapsed * 1000 * threads / n:.1f} ms)")
+    n = len(issued)
+    print(f"invoices: {n} in {elapsed:.2f} s = {n / elapsed:.1f} invoices/s")
+    if n:
+        total = {key: sum(r[key] for r in results) for key in ("statements", "commits", "sql_seconds", "cpu")}
+        print(f"  per invoice: {total['statements'] / n:.1f} SQL statements, {total['commits'] / n:.1f} commits, "
+              f"{total['sql_seconds'] * 1000 / n:.1f} ms executing SQL, {total['cpu'] * 1000 / n:.1f} ms CPU "
+              f"(of {elapsed * 1000 * issuers / n:.1f} ms per issuer)")
 
     with app.app_context():
         problems = check(issued)
@@ -187,6 +169,75 @@ class SqlCounter:
         event.remove(self.engine, "before_cursor_execute", self._before)
         event.remove(self.engine, "after_cursor_execute", self._after)
         event.remove(self.engine, "commit", self._commit)
+
+
+def issue_batch(app, client_ids: list[int], amount: Decimal, tag: str, issuers: list[tuple[int, int]],
+                total_issuers: int, profile: str = "") -> dict:
+    """Run `issuers` [(issuer index, invoices)] as threads of this process; each issuer tops up its own
+    share of the clients. Returns the paid invoice ids, errors and this process's SQL / CPU counts."""
+    issued: list[int] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def issuer(index: int, count: int) -> None:
+        mine = client_ids[index::total_issuers] or client_ids
+        done = []
+        try:
+            with app.app_context():
+                for n in range(count):
+                    done.append(issue_one(mine[n % len(mine)], amount, f"bench-{tag}-{index}-{n}"))
+        except BaseException as exc:  # reported after the run
+            errors.append(repr(exc))
+        with lock:
+            issued.extend(done)
+
+    counter = SqlCounter(app)
+    cpu_started = time.process_time()
+    if profile and len(issuers) == 1:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.runcall(issuer, *issuers[0])
+        profiler.dump_stats(profile)
+    else:
+        pool = [threading.Thread(target=issuer, args=item) for item in issuers]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+    counter.stop()
+    return {"ids": issued, "errors": errors, "statements": counter.statements, "commits": counter.commits,
+            "sql_seconds": counter.seconds, "cpu": time.process_time() - cpu_started}
+
+
+def issue_in_processes(app, client_ids, amount, tag, plan, total_issuers) -> list[dict]:
+    """One forked process per entry of `plan` (like several web / Celery workers), each with its own
+    connection pool."""
+    import multiprocessing
+
+    from puqpanel.extensions import db
+
+    with app.app_context():
+        db.engine.dispose()  # no connection is shared with the children
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+
+    def child(issuers):
+        with app.app_context():
+            db.engine.dispose(close=False)
+        try:
+            queue.put(issue_batch(app, client_ids, amount, tag, issuers, total_issuers))
+        except BaseException as exc:
+            queue.put({"ids": [], "errors": [repr(exc)], "statements": 0, "commits": 0, "sql_seconds": 0.0,
+                       "cpu": 0.0})
+
+    children = [context.Process(target=child, args=(issuers,)) for issuers in plan]
+    for proc in children:
+        proc.start()
+    results = [queue.get() for _ in children]
+    for proc in children:
+        proc.join()
+    return results
 
 
 def setup(tag: str, clients: int) -> list[int]:
