@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import urllib.error
 import urllib.parse
@@ -64,7 +65,7 @@ class ViesResult:
 
 def split_vat(tax_id: str, country: str) -> tuple[str, str]:
     """(VIES country code, number without prefix) of a VAT number of a client in `country`."""
-    compact = eu_vat.compact(tax_id or "")
+    compact = re.sub(r"[\s.\-/:]", "", tax_id or "").upper()
     if len(compact) > 2 and compact[:2].isalpha():
         return compact[:2].upper(), compact[2:]
     return vies_country_code(country), compact
