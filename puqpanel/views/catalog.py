@@ -35,9 +35,9 @@ def _module_choice(form, field):
         raise ValidationError(_l("Not a valid choice."))
 
 
-def _delay_field(label):
+def _delay_field(label, description):
     return IntegerField(label, validators=[InputRequired(), NumberRange(min=0, max=catalog.MAX_DELAY_HOURS)],
-                        default=48, widget=BS3TextFieldWidget())
+                        default=48, description=description, widget=BS3TextFieldWidget())
 
 
 # The list shows a "Prices" link per product (FAB list columns may name model properties).
@@ -74,20 +74,14 @@ class ProductView(ModelView):
         "name": _l("Name"),
         "description": _l("Description"),
         "module": _l("Provisioning module"),
-        "hourly_billing": _l("Hourly billing of monthly prices"),
+        "hourly_billing": _l("Hourly billing"),
         "termination_delay_hours": _l("Termination delay (hours)"),
         "cancellation_delay_hours": _l("Cancellation delay (hours)"),
-        "convert_prices": _l("Convert other currencies' prices from the default currency"),
-        "retired": _l("Retired (not orderable)"),
+        "convert_prices": _l("Convert prices"),
+        "retired": _l("Retired"),
         "prices_link": _l("Prices"),
         "created_at": _l("Created"),
         "updated_at": _l("Updated"),
-    }
-    description_columns = {
-        "hourly_billing": _l("Monthly prices are charged per started hour: monthly ÷ (days in the month × 24)."),
-        "termination_delay_hours": _l("How long a suspended service waits before it is terminated."),
-        "cancellation_delay_hours": _l("How long an unpaid pending service waits before it is cancelled."),
-        "convert_prices": _l("Saving the product re-derives the other currencies' prices by exchange rate."),
     }
     # Explicit fields where FAB would demand input for every NOT NULL column (an unticked box, an empty
     # description and a 0-hour delay are valid answers).
@@ -95,11 +89,17 @@ class ProductView(ModelView):
         "description": TextAreaField(_l("Description"), widget=BS3TextAreaFieldWidget()),
         "module": SelectField(_l("Provisioning module"), choices=provisioning.choices, default="none",
                               validators=[InputRequired(), _module_choice], widget=Select2Widget()),
-        "hourly_billing": BooleanField(_l("Hourly billing of monthly prices")),
-        "termination_delay_hours": _delay_field(_l("Termination delay (hours)")),
-        "cancellation_delay_hours": _delay_field(_l("Cancellation delay (hours)")),
-        "convert_prices": BooleanField(_l("Convert other currencies' prices from the default currency")),
-        "retired": BooleanField(_l("Retired (not orderable)")),
+        "hourly_billing": BooleanField(_l("Hourly billing"), description=_l(
+            "Monthly prices are charged per started hour: monthly ÷ (days in the month × 24).")),
+        "termination_delay_hours": _delay_field(_l("Termination delay (hours)"), _l(
+            "How long a suspended service waits before it is terminated.")),
+        "cancellation_delay_hours": _delay_field(_l("Cancellation delay (hours)"), _l(
+            "How long an unpaid pending service waits before it is cancelled.")),
+        "convert_prices": BooleanField(_l("Convert prices"), description=_l(
+            "Prices in other currencies are derived from the default currency's by exchange rate (on save, with "
+            "the Convert prices button, and by the billing engine).")),
+        "retired": BooleanField(_l("Retired"), description=_l(
+            "A retired product can't be ordered any more; its services keep running.")),
     }
 
     # -- FAB hooks: activity log, conversion, refusing to delete a product in use ------------------------------
