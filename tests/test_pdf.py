@@ -214,12 +214,64 @@ def test_filename_is_safe(db, new_client, home, eur):
     assert pdf.pdf_filename(Invoice(id=9, type="credit_note", number="///")) == "credit_note-draft-9.pdf"
 
 
-def test_missing_wkhtmltopdf_is_a_clear_error(app, db, new_client, home, eur):
+def test_missing_wkhtmltopdf_is_a_clear_error(app, db, new_client, home, eur, monkeypatch):
     invoice = pay(invoicing.create_add_funds_proforma(new_client(), "10.00"))
-    app.config["PUQPANEL_WKHTMLTOPDF"] = "/nonexistent/wkhtmltopdf"
-    try:
+    with monkeypatch.context() as config:
+        config.setitem(app.config, "PUQPANEL_WKHTMLTOPDF", "/nonexistent/wkhtmltopdf")
         with pytest.raises(DomainError, match="wkhtmltopdf is not installed"):
             pdf.render_pdf(invoice)
-    finally:
-        del app.config["PUQPANEL_WKHTMLTOPDF"]
     assert pdf.render_pdf(invoice).startswith(b"%PDF")
+
+
+def test_templates_cannot_read_local_files_or_the_network(app, db, new_client, home, eur, tmp_path):
+    import http.server
+    import threading
+
+    requests = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            requests.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(b"REMOTE-CONTENT")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("LOCAL-SECRET-CONTENT")
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    invoice = pay(invoicing.create_add_funds_proforma(new_client(), "10.00"))
+    original = app.jinja_env.loader
+    app.jinja_env.loader = ChoiceLoader([DictLoader({
+        f"puqpanel/pdf/company_{home.id}.html":
+            f'<p>Number {{{{ invoice.number }}}}</p><iframe src="file://{secret}"></iframe>'
+            f'<img src="file://{secret}"><img src="{base}/logo.png"><iframe src="{base}/page"></iframe>'
+            f'<link rel="stylesheet" href="{base}/style.css">',
+    }), original])
+    app.jinja_env.cache.clear()
+    try:
+        text = pdf_text(pdf.render_pdf(invoice))
+    finally:
+        app.jinja_env.loader = original
+        app.jinja_env.cache.clear()
+        server.shutdown()
+    assert f"Number {invoice.number}" in text
+    assert "LOCAL-SECRET-CONTENT" not in text and "REMOTE-CONTENT" not in text
+    assert requests == []
+
+
+def test_renderer_failure_and_timeout_are_clear_errors(app, db, new_client, home, eur, monkeypatch):
+    invoice = pay(invoicing.create_add_funds_proforma(new_client(), "10.00"))
+    with monkeypatch.context() as config:
+        config.setitem(app.config, "PUQPANEL_WKHTMLTOPDF", "/bin/false")  # a real binary that fails
+        with pytest.raises(DomainError, match="The PDF could not be rendered."):
+            pdf.render_pdf(invoice)
+    with monkeypatch.context() as config:
+        config.setitem(app.config, "PUQPANEL_PDF_TIMEOUT", 0.01)  # wkhtmltopdf is killed
+        with pytest.raises(DomainError, match="in time"):
+            pdf.render_pdf(invoice)

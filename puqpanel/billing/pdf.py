@@ -133,9 +133,14 @@ def render_pdf(invoice) -> bytes:
     except OSError as exc:
         log.error("wkhtmltopdf could not start (%s): %s", binary, exc)
         raise PdfError(str(_l("PDF rendering is unavailable: wkhtmltopdf could not be started."))) from None
-    if result.returncode != 0 or not result.stdout.startswith(b"%PDF"):
-        log.error("wkhtmltopdf failed for invoice %s (exit %s): %s", invoice.id, result.returncode,
-                  result.stderr.decode("utf-8", "replace")[-2000:])
+    stderr = result.stderr.decode("utf-8", "replace")[-2000:]
+    complete = result.stdout.startswith(b"%PDF") and b"%%EOF" in result.stdout[-1024:]
+    if result.returncode == 1 and complete:
+        # Exit 1 with a whole document: a resource the HTML refers to was refused (local file / network
+        # are off); the document is printed without it.
+        log.warning("wkhtmltopdf left out a resource of invoice %s: %s", invoice.id, stderr)
+    elif result.returncode != 0 or not complete:
+        log.error("wkhtmltopdf failed for invoice %s (exit %s): %s", invoice.id, result.returncode, stderr)
         raise PdfError(str(_l("The PDF could not be rendered.")))
     return result.stdout
 
