@@ -197,6 +197,7 @@ def test_activate_charges_setup_and_first_period(db, catalog, client_row):
     entry = db.scalar(select(ActivityLog).where(ActivityLog.action == "service.activate"))
     assert entry.changes["status"] == ["pending", "active"] and entry.changes["charged"] == "15.0000"
     assert "forced" not in entry.changes
+    assert entry.changes["transactions"] == f"{rows[0].id}, {rows[1].id}"
     assert ledger.verify() == []
 
 
@@ -512,7 +513,7 @@ def test_suspend_all_checks_password_and_suspends_only_active(db, catalog, clien
     assert db.get(Service, elsewhere.id).status == "active"
     entries = list(db.scalars(select(ActivityLog).where(ActivityLog.action == "service.suspend_all")))
     assert len(entries) == 1 and entries[0].changes["count"] == 3 and entries[0].client_id == client_row.id
-    assert sorted(entries[0].changes["service_ids"]) == sorted(s.id for s in active)
+    assert entries[0].changes["service_ids"] == ", ".join(str(s.id) for s in sorted(active, key=lambda s: s.id))
     assert svc.suspend_all(client_row, "again", staff_user, PASSWORD) == 0
 
 

@@ -282,6 +282,8 @@ def test_suspend_unsuspend_terminate_cancel_through_forms(app, db, world, prices
     assert db.get(Service, active.id).status == "terminated" and db.get(Service, pending.id).status == "cancelled"
     actions = set(db.scalars(select(ActivityLog.action).where(ActivityLog.client_id == client.id)))
     assert {"service.suspend", "service.unsuspend", "service.terminate", "service.cancel"} <= actions
+    activity = manager.get(f"/clients/{client.id}/activity").text
+    assert "service.terminate" in activity and "status: active → terminated" in activity
 
 
 def test_suspend_all_asks_the_staff_password(app, db, world, prices, make_browser):

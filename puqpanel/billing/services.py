@@ -216,7 +216,8 @@ def _activate(service: Service, force: bool, verb: str) -> Service:
         if force:
             extra["forced"] = True
             extra["funds_covered"] = funded
-        extra["transactions"] = [row.id for row in (setup_row, period_row) if row is not None]
+        # ids as text: the activity tab reads a two-item list as [before, after]
+        extra["transactions"] = ", ".join(str(row.id) for row in (setup_row, period_row) if row is not None)
         _log(verb, service, before, **extra)
     return service
 
@@ -329,5 +330,6 @@ def suspend_all(client: Client, reason: str, staff_user, password: str) -> int:
             .execution_options(synchronize_session=False)
         ))
         activity.record("service.suspend_all", client_id=client.id, object_type="client", object_id=client.id,
-                        changes={"count": len(ids), "reason": reason, "service_ids": sorted(ids)[:100]})
+                        changes={"count": len(ids), "reason": reason,
+                                 "service_ids": ", ".join(str(i) for i in sorted(ids)[:100])})
     return len(ids)
