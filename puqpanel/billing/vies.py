@@ -166,7 +166,8 @@ def check_client_vat(client_id: int) -> ViesResult | None:
 
     with transaction():
         client = session.scalars(
-            select(Client).where(Client.id == client_id).with_for_update().execution_options(populate_existing=True)
+            select(Client).where(Client.id == client_id).with_for_update(of=Client)
+            .execution_options(populate_existing=True)
         ).one_or_none()
         if client is None or client.tax_id != tax_id or client_location(client)[0] != country:
             return result  # changed while we asked: the check of the new values decides
