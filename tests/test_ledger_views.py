@@ -371,3 +371,16 @@ def test_amounts_follow_the_language_of_the_session(app, db, world, make_browser
     admin.get("/lang/de")
     html = admin.get(url(client)).text
     assert "1.234,50\xa0€" in html
+
+
+def test_add_credit_shortcut_on_the_summary_opens_the_modal(app, db, world, make_browser):
+    client = world["manager1"]
+    billing = make_browser("billing")
+    summary = billing.get(url(client, "")).text
+    assert "puq-add-credit" in summary and f"{url(client)}?adjust=1" in summary
+    page = billing.get(url(client) + "?adjust=1").text
+    assert '$("#adjust-modal").modal("show")' in page
+    assert '$("#adjust-modal").modal("show")' not in billing.get(url(client)).text
+    manager = make_browser("manager1")
+    assert "puq-add-credit" not in manager.get(url(client, "")).text
+    assert '$("#adjust-modal")' not in manager.get(url(client) + "?adjust=1").text

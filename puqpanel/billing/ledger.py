@@ -182,7 +182,7 @@ def adjust(client: Client | int, amount, description: str, external_id: str = ""
     external_id = str(external_id or "").strip()
     if len(external_id) > EXTERNAL_ID_MAX:
         errors["external_id"] = str(_l("At most %(n)s characters.", n=EXTERNAL_ID_MAX))
-    elif any(ch.isspace() and ch != " " for ch in external_id) or not external_id.isprintable():
+    elif not external_id.isprintable():
         errors["external_id"] = str(_l("Only printable characters."))
     if errors:
         raise DomainError(errors)
