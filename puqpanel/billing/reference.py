@@ -31,8 +31,10 @@ from ..domain.validation import (
     normalize_tax_id,
 )
 from ..models import INVOICE_TYPES, Client, Currency, HomeCompany, Invoice, ProductPrice, TaxRule, Transaction
-from .money import ledger, parse_amount
-from .numbering import MAX_PADDING, check_format, format_number
+from .money import ledger
+
+from .numbering import check_format, format_number
+from .tax import parse_number
 
 MAX_MINOR_UNITS = 4
 ONE = Decimal("1.0000")
@@ -81,7 +83,7 @@ def check_currency(data: Mapping[str, Any], current: Currency | None = None) -> 
     else:
         values["minor_units"] = int(raw_units)
 
-    rate = collect(errors, parse_amount, data.get("exchange_rate"), "exchange_rate")
+    rate = collect(errors, parse_number, data.get("exchange_rate"), "exchange_rate")
     values["exchange_rate"] = rate
 
     default_id = session.scalar(select(Currency.id).where(Currency.is_default.is_(True)).limit(1))
@@ -109,12 +111,13 @@ def make_default_currency(currency: Currency) -> None:
     """`currency` (is_default set, not yet committed) becomes the only default. When it takes over from
     another default, every other rate is re-expressed per 1 unit of it: rate ÷ its previous rate (4 places,
     half-up), so conversions between any two currencies stay what they were."""
+    history = inspect(currency).attrs.exchange_rate.history  # before any query autoflushes it away
+    previous = Decimal(history.deleted[0]) if history.deleted and history.deleted[0] else ONE
     session = get_session()
-    others = [c for c in session.scalars(select(Currency)) if c is not currency]
+    with session.no_autoflush:
+        others = [c for c in session.scalars(select(Currency)) if c is not currency]
     if not any(c.is_default for c in others):
         return
-    history = inspect(currency).attrs.exchange_rate.history
-    previous = Decimal(history.deleted[0]) if history.deleted and history.deleted[0] else ONE
     for other in others:
         other.is_default = False
         if previous != ONE:

@@ -161,11 +161,20 @@ def tax_lines(subtotal: Decimal, decision: TaxDecision) -> list[tuple[str, Decim
 # --- rule validation (staff screens, API, rule sets) ------------------------------------------------------
 
 
+def parse_number(raw: Any, field_name: str, **kwargs) -> Decimal:
+    """money.parse_amount, with inputs too long for the decimal context (e.g. 30 digits, 1e400: its quantize
+    raises InvalidOperation) refused like any other bad amount."""
+    try:
+        return parse_amount(raw, field_name, **kwargs)
+    except ArithmeticError:
+        raise DomainError({field_name: str(_l("Enter an amount such as 12.50."))}) from None
+
+
 def parse_rate(raw: Any, field_name: str) -> Decimal:
     """A tax rate in percent: 0 to 100 with at most 4 decimal places."""
-    rate = parse_amount(raw, field_name, allow_zero=True)
+    rate = parse_number(raw, field_name, allow_zero=True)
     if rate > HUNDRED:
-        raise DomainError({field_name: str(_l("A rate is between 0 and 100 %."))})
+        raise DomainError({field_name: str(_l("A rate is between 0 and 100."))})
     return rate
 
 

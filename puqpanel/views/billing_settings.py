@@ -81,11 +81,11 @@ class PlainDecimalField(StringField):
         return super()._value()
 
 
-def _text(label, description=None, **kw):
+def _text(label, description="", **kw):
     return StringField(label, description=description, widget=BS3TextFieldWidget(), **kw)
 
 
-def _select(label, css="", description=None):
+def _select(label, css="", description=""):
     return SelectField(label, description=description, choices=[], validate_choice=False,
                        widget=Select2Widget(extra_classes=css or None))
 
@@ -295,6 +295,10 @@ class HomeCompanyView(ModelView):
         (_l("Documents"), {"fields": _COMPANY_TEXTS + ["logo_preview"]}),
         (_l("Numbering"), {"fields": _COMPANY_NUMBERING + ["number_examples"]}),
     ]
+    formatters_columns = {
+        **{f"{t}_reset": (lambda value: RESET_LABELS.get(value, value)) for t in INVOICE_TYPES},
+        "is_default": lambda value: _("Yes") if value else _("No"),
+    }
     order_columns = ["name", "company_name", "country"]
     search_columns = ["name", "company_name", "country"]
     base_order = ("name", "asc")
