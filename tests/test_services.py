@@ -350,6 +350,36 @@ def test_provisioning_error_then_retry(app, db, catalog, client_row):
     assert svc.activate(other).status == "active"
 
 
+def test_charging_guards(db, catalog, client_row):
+    """Only active / suspended services are charged, and only in the client's currency."""
+    from puqpanel.domain.session import transaction
+
+    pending = svc.add_service(client_row, catalog["monthly"].id)
+    with pytest.raises(DomainError, match="active or suspended"):
+        with transaction():
+            charging.charge_period(ledger.lock_client(client_row.id), pending, T0)
+    service = active_service(db, client_row, catalog["monthly"])
+    svc.terminate(service, "gone")
+    with pytest.raises(DomainError, match="active or suspended"):
+        with transaction():
+            charging.charge_period(ledger.lock_client(client_row.id), db.get(Service, service.id), T0)
+    # the client's currency changed after ordering: neither activation nor charging uses the old price
+    other = svc.add_service(client_row, catalog["monthly"].id)
+    running = active_service(db, client_row, catalog["monthly"])
+    client = db.get(Client, client_row.id)
+    client.currency_id = catalog["usd"].currency_id
+    db.commit()
+    before = (balance(db, client_row), db.scalar(select(func.count()).select_from(Transaction)))
+    with pytest.raises(DomainError, match="another currency"):
+        svc.activate(db.get(Service, other.id), force=True)
+    assert db.get(Service, other.id).provision_status == "pending"  # refused before provisioning
+    with pytest.raises(DomainError, match="another currency"):
+        with transaction():
+            charging.charge_period(ledger.lock_client(client_row.id), db.get(Service, running.id),
+                                   dt.datetime(2026, 2, 28, 10))
+    assert (balance(db, client_row), db.scalar(select(func.count()).select_from(Transaction))) == before
+
+
 def test_retry_needs_a_provisioning_error(db, catalog, client_row):
     service = svc.add_service(client_row, catalog["monthly"].id)
     with pytest.raises(DomainError):

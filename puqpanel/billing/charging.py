@@ -136,9 +136,21 @@ def _period_text(service: Service) -> str:
     return period
 
 
-def _check_owner(client_locked: Client, service: Service) -> None:
+# Services that can be charged (activation sets "active" before its first charge).
+CHARGEABLE = ("active", "suspended")
+
+
+def _check_chargeable(client_locked: Client, service: Service) -> None:
+    """The service belongs to the locked client, is active or suspended, and is priced in the client's
+    currency (the ledger is kept in the client's currency; a client whose currency changed after ordering
+    must not be charged another currency's amount)."""
     if service.client_id != client_locked.id:
         raise ValueError("service does not belong to the locked client")
+    if service.status not in CHARGEABLE:
+        raise DomainError(str(_l("Only an active or suspended service is charged.")))
+    price = _price(service)
+    if price.currency_id != client_locked.currency_id:
+        raise DomainError(str(_l("The service's price is in another currency than the client's.")))
 
 
 def already_charged(service: Service, start: dt.datetime) -> bool:
@@ -156,7 +168,7 @@ def charge_period(client_locked: Client, service: Service, start: dt.datetime) -
     its end (one-time: paid_until stays None). `client_locked` must come from ledger.lock_client (held until
     the caller commits). Returns the ledger row, or None when that period was already charged (nothing
     changes) or costs nothing (paid_until still advances). The caller decides whether funds suffice."""
-    _check_owner(client_locked, service)
+    _check_chargeable(client_locked, service)
     if already_charged(service, start):
         return None
     start, stop = charge_bounds(service, start)
@@ -180,7 +192,7 @@ def charge_period(client_locked: Client, service: Service, start: dt.datetime) -
 def charge_setup(client_locked: Client, service: Service) -> Transaction | None:
     """Charge the setup fee once (service.setup_charged guards it under the client lock). The row has
     period_start = period_stop = NULL. Returns the row, or None when already charged or the fee is 0."""
-    _check_owner(client_locked, service)
+    _check_chargeable(client_locked, service)
     if service.setup_charged:
         return None
     amount = setup_amount(service)

@@ -182,6 +182,8 @@ def _activate(service: Service, force: bool, verb: str) -> Service:
             raise _refuse(verb)
         if service.price is None or service.product is None:
             raise DomainError(str(_l("The service has no product price.")))
+        if service.price.currency_id != client.currency_id:
+            raise DomainError(str(_l("The service's price is in another currency than the client's.")))
         now = clock.now().replace(microsecond=0)
         needed = first_charges(service, now)
         funded = covered(client, needed)
