@@ -19,7 +19,7 @@ from flask_appbuilder.security.decorators import has_access
 from flask_babel import gettext as _
 
 from ..billing import clock, invoicing, payments
-from ..billing.gateways import available_gateways, get_gateway
+from ..billing.gateways import all_gateways, available_gateways, get_gateway
 from ..domain import DomainError, NotFound
 from ..domain.clients import get_client
 from ..domain.directory import parse_page
@@ -113,6 +113,7 @@ class ClientInvoicesView(BaseView):
             invoice_status_labels=invoicing.STATUS_LABELS,
             invoice_status_classes=INVOICE_STATUS_CLASSES,
             gateways=available_gateways(),
+            gateway_labels={g.name: g.label for g in all_gateways()},
             item_rows=ITEM_ROWS,
             plain=_plain,
             cents=_cents,

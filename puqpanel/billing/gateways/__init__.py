@@ -34,10 +34,15 @@ def get_gateway(name: str) -> Gateway:
     raise DomainError({"gateway": str(_l("Choose a payment gateway."))})
 
 
+def all_gateways() -> list[Gateway]:
+    """Every registered gateway, offered or not (labels of payments recorded earlier)."""
+    return list(_REGISTRY.values())
+
+
 def available_gateways() -> list[Gateway]:
     """The gateways offered (PUQPANEL_GATEWAYS order), registered ones only."""
     return [_REGISTRY[name] for name in setting("PUQPANEL_GATEWAYS") if name in _REGISTRY]
 
 
 __all__ = ["Gateway", "GatewayError", "BankTransferGateway", "TestGateway", "register", "get_gateway",
-           "available_gateways"]
+           "available_gateways", "all_gateways"]
