@@ -105,6 +105,19 @@ def _country_region_choices(form, no_country: str, no_region: str) -> None:
         form.country.render_kw = {"data-regions-url": url}
 
 
+class SettingsModelView(ModelView):
+    """A settings ModelView: delete only by POST (FAB also accepts a cross-site GET), no file download or
+    bulk-action routes (nothing here uses them)."""
+
+    exclude_route_methods = {"download", "action", "action_post"}
+
+    @expose("/delete/<pk>", methods=["POST"])
+    @has_access
+    def delete(self, pk):
+        self._delete(self._deserialize_pk_if_composite(pk))
+        return self.post_delete_redirect()
+
+
 # --- currencies -----------------------------------------------------------------------------------------
 
 
@@ -127,7 +140,7 @@ class CurrencyForm(DomainForm):
         return reference.check_currency(self.raw(), current)
 
 
-class CurrencyView(ModelView):
+class CurrencyView(SettingsModelView):
     datamodel = SQLAInterface(Currency)
     class_permission_name = CURRENCIES
     list_title = _l("Currencies")
@@ -268,7 +281,7 @@ _COMPANY_TEXTS = ["bank_details", "pdf_footer"]
 _COMPANY_NUMBERING = [f"{t}_{part}" for t in INVOICE_TYPES for part in ("format", "padding", "reset")]
 
 
-class HomeCompanyView(ModelView):
+class HomeCompanyView(SettingsModelView):
     datamodel = SQLAInterface(HomeCompany)
     class_permission_name = HOME_COMPANIES
     list_title = _l("Home Companies")
@@ -360,7 +373,7 @@ TaxRule.category_label = property(lambda self: tax.CATEGORY_LABELS.get(self.cate
 TaxRule.taxes_text = property(tax.describe_taxes)
 
 
-class TaxRuleView(ModelView):
+class TaxRuleView(SettingsModelView):
     datamodel = SQLAInterface(TaxRule)
     class_permission_name = TAX_RULES
     list_title = _l("Tax Rules")
