@@ -186,6 +186,7 @@ BAD_COMPANIES = [
     ({"credit_note_reset": "weekly"}, "Choose never, monthly or yearly"),
     ({"credit_note_format": "CN<b>{NUMBER}</b>"}, "letters, digits"),
     ({"pdf_footer": "x" * 4001}, "At most 4000 characters"),
+    ({"email": "billing@demo%.example"}, "valid email"),  # the message quotes the bad "%"
 ]
 
 

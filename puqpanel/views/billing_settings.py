@@ -61,7 +61,9 @@ class DomainForm(DynamicForm):
         except DomainError as exc:
             for name, message in exc.errors.items():
                 field = self._fields.get(name) or self._fields[self.main_field]
-                field.errors = [*field.errors, message]
+                # FAB prints each error through Jinja's gettext, which %-formats it: a literal % (e.g. an
+                # email validator quoting the bad character) would raise there, so it is doubled.
+                field.errors = [*field.errors, str(message).replace("%", "%%")]
             return False
         for name, value in values.items():
             if name in self._fields:
