@@ -192,6 +192,9 @@ def test_closed_port_and_timeout_are_unavailable(app, db, server, new_client, de
     assert (result.status, result.error) == ("unavailable", "CONNECTION_ERROR")
     assert fresh(db, client).vies_status == "valid"
 
+    app.config["PUQPANEL_VIES_URL"] = "file:///etc"  # urllib would read files: refused
+    assert (vies.check_client_vat(client.id).error, fresh(db, client).vies_status) == ("BAD_CONFIGURATION", "valid")
+
     app.config["PUQPANEL_VIES_URL"] = server.url
     app.config["PUQPANEL_VIES_TIMEOUT"] = 0.3
     server.answer(FR_VAT, 200, answer(False, "INVALID"), delay=1.0)

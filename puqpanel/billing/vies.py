@@ -3,8 +3,8 @@
 `query(cc, number)` is the small HTTP client (urllib, timeout PUQPANEL_VIES_TIMEOUT) and classifies the
 answer: valid (isValid true), invalid (isValid false with userError INVALID), or unavailable with a code
 (MS_UNAVAILABLE, SERVICE_UNAVAILABLE, TIMEOUT, MS_MAX_CONCURRENT_REQ, GLOBAL_MAX_CONCURRENT_REQ, any other
-error code, HTTP_<status>, CONNECTION_ERROR, BAD_RESPONSE). Anything not conclusive is "unavailable":
-only a conclusive answer may change a client's stored result.
+error code, HTTP_<status>, CONNECTION_ERROR, BAD_RESPONSE, BAD_CONFIGURATION for a non-http(s) base URL).
+Anything not conclusive is "unavailable": only a conclusive answer may change a client's stored result.
 
 `check_client_vat(client_id)` checks a client's tax id: nothing to check outside the EU or without a tax id;
 a number python-stdnum refuses is invalid without a call; otherwise VIES decides. valid → vies_status valid,
@@ -74,6 +74,8 @@ def split_vat(tax_id: str, country: str) -> tuple[str, str]:
 def query(cc: str, number: str, *, base_url: str | None = None, timeout: float | None = None) -> ViesResult:
     """One VIES REST request. Never raises for network or server trouble: that is "unavailable"."""
     base = (base_url or setting("PUQPANEL_VIES_URL")).rstrip("/")
+    if not base.lower().startswith(("http://", "https://")):  # never file:// or ftp:// from urllib
+        return ViesResult("unavailable", error="BAD_CONFIGURATION")
     url = f"{base}/ms/{urllib.parse.quote(cc, safe='')}/vat/{urllib.parse.quote(number, safe='')}"
     request = urllib.request.Request(url, headers={"Accept": "application/json", "User-Agent": "puqpanel"})
     try:
