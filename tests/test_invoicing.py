@@ -72,7 +72,7 @@ def items(*rows):
 def test_quote_adds_the_clients_taxes(db, billing_client):
     quote = invoicing.quote_add_funds(billing_client, "100")
     assert quote.net == D("100.00")
-    assert quote.taxes == [("VAT", D("23.0000"), D("23.00"))]
+    assert quote.tax_lines == quote.taxes == [("VAT", D("23.0000"), D("23.00"))]
     assert quote.total == D("123.00")
     assert quote.balance_after == D("100.0000")
     assert (quote.min, quote.max, quote.max_balance) == (D("10.00"), D("10000.00"), D("100000.00"))
@@ -82,7 +82,7 @@ def test_quote_adds_the_clients_taxes(db, billing_client):
 
 def test_quote_accepts_decimal_and_rounds_taxes_half_up(db, billing_client):
     quote = invoicing.quote_add_funds(billing_client, D("10.50"))
-    assert quote.taxes[0][2] == D("2.42")  # 2.415 → 2.42 (half-up)
+    assert quote.tax_lines[0][2] == D("2.42")  # 2.415 → 2.42 (half-up)
     assert quote.total == D("12.92")
 
 
@@ -159,7 +159,7 @@ def test_reverse_charge_quote_and_proforma(db, new_client, home, frozen):
     client.vies_status = "valid"
     db.commit()
     quote = invoicing.quote_add_funds(client, "200")
-    assert quote.taxes == [] and quote.total == D("200.00")
+    assert quote.tax_lines == [] and quote.total == D("200.00")
     assert quote.reverse_charge and quote.note == REVERSE_CHARGE_NOTE
     proforma = add_funds(client, "200")
     assert proforma.reverse_charge and proforma.tax_lines == [] and proforma.total == D("200.00")

@@ -6,7 +6,7 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from puqpanel.billing import invoicing, ledger, numbering, payments
 from puqpanel.domain import DomainError

@@ -200,8 +200,11 @@ class AddFundsLimits:
 
 @dataclass
 class AddFundsQuote:
+    """What a top-up of `net` costs, in the client's currency: tax lines (name, rate %, amount 2 places),
+    total = net + Σ taxes, the balance once paid, and the limits that applied."""
+
     net: Decimal
-    taxes: list[tuple[str, Decimal, Decimal]]  # (name, rate %, amount)
+    tax_lines: list[tuple[str, Decimal, Decimal]]  # (name, rate %, amount)
     total: Decimal
     balance_after: Decimal
     min: Decimal
@@ -211,6 +214,10 @@ class AddFundsQuote:
     max_balance: Decimal = ZERO
     currency: Any = None
     home_company: Any = None
+
+    @property
+    def taxes(self) -> list[tuple[str, Decimal, Decimal]]:
+        return self.tax_lines
 
 
 def add_funds_limits(client: Client) -> AddFundsLimits:
@@ -254,7 +261,7 @@ def quote_add_funds(client: Client, net) -> AddFundsQuote:
     total = round_invoice(amount + sum((a for _n, _r, a in lines), ZERO))
     return AddFundsQuote(
         net=amount,
-        taxes=lines,
+        tax_lines=lines,
         total=total,
         balance_after=client.balance + amount,
         min=limits.min,

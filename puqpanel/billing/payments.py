@@ -37,7 +37,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from ..domain import DomainError, NotFound, activity
+from ..domain import DomainError, activity
 from ..domain.session import get_session, transaction
 from ..models import Client, Invoice, InvoiceItem, Payment
 from . import clock, ledger, numbering
@@ -305,9 +305,3 @@ def refund(invoice: Invoice, amount, reason: str) -> Invoice:
         )
     return note
 
-
-def payment_for(client: Client, payment_id: int) -> Payment:
-    payment = get_session().scalar(select(Payment).where(Payment.id == payment_id, Payment.client_id == client.id))
-    if payment is None:
-        raise NotFound(str(_l("Payment not found.")))
-    return payment
