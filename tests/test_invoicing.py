@@ -285,6 +285,8 @@ def test_new_invoice_item_arithmetic_is_exact(db, billing_client):
         ([("A", "1", "ten"), ("B", "x", "1")], "", None, {"items-0-unit_price", "items-1-quantity"}),
         ([("A", "1", "0")], "", None, {"items"}),  # total must be above zero
         ([("A", "1", "60000000000000")], "", None, {"items"}),  # too large once taxed
+        ([("A", "99999999999999", "99999999999999")], "", None, {"items-0-unit_price"}),  # product too large
+        ([("A", "1", "1e400")], "", None, {"items-0-unit_price"}),
         ([("A", "1", "10")], "n" * 5001, None, {"notes"}),
         ([("A", "1", "10")], "", "2026-03-09", {"due_date"}),  # before today
         ([("A", "1", "10")], "", "2028-01-01", {"due_date"}),  # too far

@@ -371,10 +371,11 @@ def parse_items(items: Iterable[dict]) -> list[ParsedItem]:
         except DomainError as exc:
             errors.update(exc.errors)
         if quantity is not None and unit_price is not None and not errors:
-            amount = round_invoice(quantity * unit_price)
-            if amount >= MONEY_MAX:
+            product = quantity * unit_price
+            if product >= MONEY_MAX:  # checked before rounding: quantize would overflow the precision
                 errors[prefix + "unit_price"] = str(_l("The amount is too large."))
-            parsed.append(ParsedItem(description, quantity, unit_price, amount))
+            else:
+                parsed.append(ParsedItem(description, quantity, unit_price, round_invoice(product)))
     if len(parsed) > MAX_ITEMS:
         errors["items"] = str(_l("At most %(n)s items.", n=MAX_ITEMS))
     if not errors and not parsed:
