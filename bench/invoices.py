@@ -44,6 +44,8 @@ def parse_args(argv=None):
     parser.add_argument("--processes", type=int, default=1,
                         help="issuing processes, forked (1; for PostgreSQL: SQLite serialises writers)")
     parser.add_argument("--amount", default="50.00", help="net amount of each top-up (50.00)")
+    parser.add_argument("--logo-kb", type=int, default=20,
+                        help="size of the home company's PNG logo (a data: URI), in KiB (20; 0 = none)")
     parser.add_argument("--database-url", default=os.environ.get("PUQPANEL_DATABASE_URL", ""),
                         help="database (default: PUQPANEL_DATABASE_URL, else a temporary SQLite file)")
     parser.add_argument("--profile", metavar="FILE", default="",
@@ -88,7 +90,7 @@ def run(args) -> int:
         upgrade(directory=MIGRATIONS_DIR)
         sync_roles()
         tag = uuid.uuid4().hex[:8]
-        client_ids = setup(tag, args.clients)
+        client_ids = setup(tag, args.clients, logo_data_uri(args.logo_kb))
     amount = Decimal(args.amount)
 
     # -- invoices ----------------------------------------------------------------------------------------
@@ -240,8 +242,31 @@ def issue_in_processes(app, client_ids, amount, tag, plan, total_issuers) -> lis
     return results
 
 
-def setup(tag: str, clients: int) -> list[int]:
-    """A default currency, a default home company, a 19 % VAT rule for DE, and `clients` clients in DE."""
+def logo_data_uri(kib: int) -> str:
+    """A PNG of about `kib` KiB (noise does not compress) as a data: URI, like a provider's logo."""
+    if kib <= 0:
+        return ""
+    import base64
+    import random
+    import struct
+    import zlib
+
+    width = 200
+    height = max(1, kib * 1024 // (width * 3))
+    rng = random.Random(kib)
+    raw = b"".join(b"\x00" + rng.randbytes(width * 3) for _ in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def setup(tag: str, clients: int, logo: str = "") -> list[int]:
+    """A default currency, a default home company (with `logo`), a 19 % VAT rule for DE, and `clients`
+    clients in DE."""
     from sqlalchemy import select
 
     from puqpanel.domain.clients import NewClient, create_client
@@ -256,7 +281,7 @@ def setup(tag: str, clients: int) -> list[int]:
         company = HomeCompany(
             name=f"Bench {tag}", company_name=f"Bench Hosting {tag} GmbH", address1="Cloudweg 5", city="Hamburg",
             postcode="20095", country="DE", tax_id="DE123456789", is_default=not has_default,
-            bank_details="IBAN DE89 3704 0044 0532 0130 00", pdf_footer="Bench Hosting GmbH · HRB 12345",
+            bank_details="IBAN DE89 3704 0044 0532 0130 00", pdf_footer="Bench Hosting GmbH · HRB 12345", logo=logo,
             proforma_format=f"PF{tag}-{{YEAR}}-{{NUMBER}}", invoice_format=f"IN{tag}-{{YEAR}}-{{NUMBER}}",
             credit_note_format=f"CN{tag}-{{YEAR}}-{{NUMBER}}",
         )
