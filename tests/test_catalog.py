@@ -222,6 +222,10 @@ def test_product_in_use_is_not_deleted(app, db, staff, make_browser, new_client,
     unused = Product(name="Unused")
     db.add(unused)
     db.commit()
+    assert admin.get(f"/products/delete/{unused.id}").status_code == 405
+    assert admin.get("/products/download/x.csv").status_code == 404
+    assert make_browser("support").post(f"/products/delete/{unused.id}", {}).status_code == 403
+    assert db.get(Product, unused.id) is not None
     admin.post_form(f"/products/delete/{unused.id}", {}, form_url="/products/list/")
     db.expire_all()
     assert db.get(Product, unused.id) is None

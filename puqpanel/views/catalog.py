@@ -60,6 +60,8 @@ class ProductView(ModelView):
         "price_delete": "edit",
         "convert": "edit",
     }
+    # No file download or bulk-action routes; delete only by POST (FAB also answers GET).
+    exclude_route_methods = {"download", "action", "action_post"}
     list_title = _l("Products")
     add_title = _l("Add Product")
     edit_title = _l("Edit Product")
@@ -121,6 +123,12 @@ class ProductView(ModelView):
 
     def post_update(self, item):
         self._after_save(item, "update")
+
+    @expose("/delete/<pk>", methods=["POST"])
+    @has_access
+    def delete(self, pk):
+        self._delete(self._deserialize_pk_if_composite(pk))
+        return self.post_delete_redirect()
 
     def pre_delete(self, item):
         used = get_session().scalar(select(func.count()).select_from(Service).where(Service.product_id == item.id))
