@@ -54,10 +54,10 @@ def parse_amount(raw, field: str = "amount", *, places: Decimal = LEDGER_PLACES,
         raise DomainError({field: str(_l("Enter an amount such as 12.50."))}) from None
     if not value.is_finite():
         raise DomainError({field: str(_l("Enter an amount such as 12.50."))})
+    if abs(value) >= MONEY_MAX:  # before quantize: 1e400 would overflow the decimal context
+        raise DomainError({field: str(_l("The amount is too large."))})
     if value != value.quantize(places, rounding=ROUND_HALF_UP):
         raise DomainError({field: str(_l("At most %(n)s decimal places.", n=-places.as_tuple().exponent))})
-    if abs(value) >= MONEY_MAX:
-        raise DomainError({field: str(_l("The amount is too large."))})
     if value < 0 and not allow_negative:
         raise DomainError({field: str(_l("The amount must not be negative."))})
     if value == 0 and not allow_zero:
