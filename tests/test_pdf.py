@@ -16,8 +16,8 @@ from puqpanel.domain import DomainError
 from puqpanel.models import HomeCompany, Invoice, TaxRule
 
 # A 2×2 red PNG.
-LOGO = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6Q"
-        "AAAABJRU5ErkJggg==")
+LOGO = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAAN"
+        "HQEDasKb6QAAAABJRU5ErkJggg==")
 
 
 def m(value: str, currency, language: str = "en") -> str:

@@ -196,7 +196,8 @@ def _context(invoice) -> dict:
         "show_bank_details": invoice.type == "proforma" and invoice.status == "unpaid"
         and bool(company.get("bank_details")),
         "currency_code": getattr(currency, "code", ""),
-        "money": (lambda amount: money(amount, currency)) if money else (lambda amount: _plain_money(amount, currency)),
+        "money": (lambda amount: money(amount, currency)) if money else (
+            lambda amount: _plain_money(amount, currency)),
         "plain": _plain,
         "date": _date,
         "lines": _lines,
