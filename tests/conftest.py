@@ -46,7 +46,9 @@ def app():
     from puqpanel.paths import MIGRATIONS_DIR
     from puqpanel.security import sync_roles
 
-    app = create_app({"TESTING": True})
+    # Cheap password hashes in tests only (scrypt costs ~0.2 s per hash and every test creates staff users);
+    # FAB checks any method's hashes the same way, production keeps FAB's scrypt default.
+    app = create_app({"TESTING": True, "FAB_PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000"})
     with app.app_context():
         upgrade(directory=MIGRATIONS_DIR)
         sync_roles()
