@@ -72,8 +72,8 @@ BAD_CURRENCIES = [
     ({"exchange_rate": "-1"}, "must not be negative"),
     ({"exchange_rate": "1.23456"}, "At most 4 decimal places"),
     ({"exchange_rate": "abc"}, "Enter an amount"),
-    ({"exchange_rate": "1e400"}, "Enter an amount"),
-    ({"exchange_rate": "9" * 30}, "Enter an amount"),
+    ({"exchange_rate": "1e400"}, "The amount is too large"),
+    ({"exchange_rate": "9" * 30}, "The amount is too large"),
     ({"minor_units": "9"}, "Between 0 and 4"),
     ({"minor_units": ""}, "Between 0 and 4"),
     ({"prefix": "TOOLONGPREFIX"}, "At most 8 characters"),
@@ -293,7 +293,7 @@ BAD_RULES = [
     ({"home_company_id": "99999"}, "Choose a home company"),
     ({"tax1_name": "X" * 31}, "At most 30 characters"),
     ({"tax3_rate": "2"}, "Name the tax of this rate"),
-    ({"tax2_rate": "9" * 30}, "Enter an amount"),
+    ({"tax2_rate": "9" * 30}, "The amount is too large"),
 ]
 
 
