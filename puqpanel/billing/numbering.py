@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -86,20 +86,16 @@ def take_number(company: HomeCompany, doc_type: str, day: dt.date) -> IssuedNumb
     key = period_key(reset, day)
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    session.execute(
-        insert(DocumentCounter)
-        .values(home_company_id=company.id, doc_type=doc_type, period_key=key, last_number=0)
-        .on_conflict_do_nothing()
+    # One statement: the first number of a period inserts the row, later ones increment it (the row lock
+    # taken here is held until commit).
+    statement = insert(DocumentCounter).values(
+        home_company_id=company.id, doc_type=doc_type, period_key=key, last_number=1
     )
     seq = session.execute(
-        update(DocumentCounter)
-        .where(
-            DocumentCounter.home_company_id == company.id,
-            DocumentCounter.doc_type == doc_type,
-            DocumentCounter.period_key == key,
-        )
-        .values(last_number=DocumentCounter.last_number + 1)
-        .returning(DocumentCounter.last_number)
+        statement.on_conflict_do_update(
+            index_elements=["home_company_id", "doc_type", "period_key"],
+            set_={"last_number": DocumentCounter.last_number + 1},
+        ).returning(DocumentCounter.last_number)
     ).scalar_one()
     return IssuedNumber(format_number(fmt, padding, seq, day), key, seq)
 
