@@ -214,6 +214,7 @@ class AddFundsQuote:
     max_balance: Decimal = ZERO
     currency: Any = None
     home_company: Any = None
+    decision: Any = None  # the tax.TaxDecision behind the lines (reused when the proforma is created)
 
     @property
     def taxes(self) -> list[tuple[str, Decimal, Decimal]]:
@@ -271,6 +272,7 @@ def quote_add_funds(client: Client, net) -> AddFundsQuote:
         max_balance=limits.max_balance,
         currency=currency,
         home_company=decision.home_company,
+        decision=decision,
     )
 
 
@@ -311,7 +313,7 @@ def create_add_funds_proforma(client: Client, net) -> Invoice:
     client's tax rule, issued today, due in PUQPANEL_INVOICE_DUE_DAYS, numbered now."""
     with transaction() as session:
         quote = quote_add_funds(client, net)
-        decision = tax.tax_for_client(client)
+        decision = quote.decision
         today = clock.today()
         document = _new_document(client, type="proforma", kind="add_funds", status="unpaid")
         document.items = [InvoiceItem(position=0, description=ADD_FUNDS_DESCRIPTION, quantity=Decimal(1),
