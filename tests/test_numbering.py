@@ -13,7 +13,7 @@ from puqpanel.billing.numbering import assign_number, check_format, format_numbe
 from puqpanel.billing.reference import check_numbering
 from puqpanel.domain import DomainError
 from puqpanel.models import DocumentCounter, HomeCompany, Invoice
-from tests.conftest import IS_POSTGRES
+from conftest import IS_POSTGRES
 
 D = dt.date
 

@@ -244,8 +244,8 @@ def test_rule_sets_are_idempotent_and_refresh_changed_rules(db, de_company):
     assert (result.created, result.total) == (14, 14)  # the country rule + 13 provinces and territories
     assert db.scalar(select(func.count(TaxRule.id))) == 95
     quebec = db.scalar(select(TaxRule).where(TaxRule.region == "CA-QC"))
-    assert (quebec.category, quebec.tax1_name, quebec.tax1_rate, quebec.tax2_name, quebec.tax2_rate, quebec.tax3_name) == (
-        "", "GST", D("5"), "QST", D("9.975"), "")
+    assert (quebec.category, quebec.tax1_name, quebec.tax1_rate, quebec.tax2_name, quebec.tax2_rate,
+            quebec.tax3_name) == ("", "GST", D("5"), "QST", D("9.975"), "")
 
 
 def test_rule_sets_refuse_a_company_of_the_wrong_country(db, de_company):

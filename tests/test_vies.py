@@ -135,7 +135,8 @@ def test_invalid_after_valid_revokes_the_reverse_charge(db, server, new_client, 
     decision = tax_for_client(client)
     assert (decision.reverse_charge, decision.note) == (False, "")
     assert decision.taxes == [("VAT", Decimal("20"))]
-    assert [log.changes["vies_status"] for log in vies_logs(db, client)] == [["unchecked", "valid"], ["valid", "invalid"]]
+    assert [log.changes["vies_status"] for log in vies_logs(db, client)] == [
+        ["unchecked", "valid"], ["valid", "invalid"]]
 
 
 @pytest.mark.parametrize("code", vies.UNAVAILABLE_ERRORS)
@@ -217,7 +218,8 @@ def test_bad_syntax_is_invalid_without_a_call(db, server, new_client, de_company
 
 
 def test_nothing_to_check_outside_the_eu_or_without_a_tax_id(db, server, new_client, de_company):
-    swiss = new_client(country="CH", region="", city="Zürich", phone="", company_name="Beispiel AG", tax_id="CHE-116.281.710 MWST")
+    swiss = new_client(country="CH", region="", city="Zürich", phone="", company_name="Beispiel AG",
+                       tax_id="CHE-116.281.710 MWST")
     private = new_client(country="FR", region="", city="Lyon", phone="")
     assert vies.check_client_vat(swiss.id) is None
     assert vies.check_client_vat(private.id) is None
@@ -228,7 +230,8 @@ def test_nothing_to_check_outside_the_eu_or_without_a_tax_id(db, server, new_cli
 
 def test_greece_is_el_in_vies(db, server, new_client, de_company):
     server.answer("EL094014201", 200, answer(True, "VALID", name="ΕΤΑΙΡΕΙΑ"))
-    client = new_client(country="GR", region="", city="Athens", phone="", company_name="Etaireia AE", tax_id="094014201")
+    client = new_client(country="GR", region="", city="Athens", phone="", company_name="Etaireia AE",
+                        tax_id="094014201")
     assert client.tax_id in ("094014201", "EL094014201")  # validation keeps Greek ids without the prefix
     assert server.requests[-1].endswith("/ms/EL/vat/094014201")
     assert (fresh(db, client).vies_status, fresh(db, client).vies_name) == ("valid", "ΕΤΑΙΡΕΙΑ")

@@ -149,10 +149,6 @@ def number_settings_fields(doc_type: str) -> tuple[str, str, str]:
     return f"{doc_type}_format", f"{doc_type}_padding", f"{doc_type}_reset"
 
 
-def example_number(fmt: str, padding: int, day: dt.date | None = None, seq: int = 1) -> str:
-    return format_number(fmt, int(padding), seq, day or dt.date.today())
-
-
 def check_numbering(data: Mapping[str, Any], doc_type: str) -> dict[str, Any]:
     """Format / padding / reset of one document type (numbering.check_format), plus: printable characters
     (letters, digits, space and - _ / . # :), and the longest number must fit the 60-character column."""
