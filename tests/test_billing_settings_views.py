@@ -391,3 +391,66 @@ def test_delete_is_post_only(admin, db, eur):
     assert admin.post(f"/currencyview/delete/{usd.id}").status_code == 302
     db.expire_all()
     assert db.get(Currency, usd.id) is None
+
+
+# --- in a real browser: the live example number and the country → region options ---------------------------
+
+
+@pytest.fixture()
+def live_server(app, db):
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+@pytest.mark.browser
+def test_home_company_form_shows_a_live_example_and_regions_in_chromium(live_server, staff, db):
+    import os
+
+    from playwright.sync_api import sync_playwright
+
+    from conftest import PASSWORD
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(
+            executable_path=os.environ.get("PUQPANEL_CHROMIUM", "/usr/bin/chromium"),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"],
+        )
+        page = chromium.new_page()
+        page.set_default_timeout(15000)
+        page.goto(f"{live_server}/login/")
+        page.fill("input[name=username]", "admin")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("input[type=submit], button[type=submit]")
+        page.wait_for_load_state()
+        page.goto(f"{live_server}/homecompanyview/add")
+        year = dt.date.today().year
+        example = page.locator("#invoice_format + p.puq-number-example")
+        page.fill("#invoice_format", "INV/{YEAR}/{NUMBER}")
+        page.fill("#invoice_padding", "3")
+        assert example.inner_text() == f"Example: INV/{year}/001"
+        page.fill("#invoice_padding", "6")
+        assert example.inner_text() == f"Example: INV/{year}/000001"
+        page.select_option("select[name=country]", "CA")
+        page.wait_for_selector("select[name=region] option[value='CA-QC']", state="attached")
+        page.select_option("select[name=region]", "CA-QC")
+        # The other series start from the defaults, and their examples show them.
+        assert page.locator("#credit_note_format + p.puq-number-example").inner_text() == f"Example: CN-{year}-00001"
+        for name, value in {"name": "Maple", "company_name": "Maple Inc", "address1": "1 Rue", "city": "Québec"}.items():
+            page.fill(f"#{name}", value)
+        page.click("form [type=submit]")
+        page.wait_for_load_state()
+        chromium.close()
+    company = db.scalar(select(HomeCompany))
+    assert (company.country, company.region, company.invoice_format, company.invoice_padding) == (
+        "CA", "CA-QC", "INV/{YEAR}/{NUMBER}", 6)
+    assert (company.proforma_format, company.proforma_padding, company.proforma_reset) == ("PF-{YEAR}-{NUMBER}", 5,
+                                                                                          "yearly")

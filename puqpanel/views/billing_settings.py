@@ -130,7 +130,7 @@ class CurrencyForm(DomainForm):
     code = _text(_l("Code"), _l("ISO 4217, e.g. EUR, USD, CAD."))
     prefix = _text(_l("Prefix"), _l("Printed before amounts, e.g. $ or CA$."))
     suffix = _text(_l("Suffix"), _l("Printed after amounts, e.g. \" €\" (with its space)."))
-    minor_units = _text(_l("Minor units"), _l("Decimal places of the currency: 2 for most, 0 for JPY."))
+    minor_units = _text(_l("Minor units"), _l("Decimal places of the currency: 2 for most, 0 for JPY."), default="2")
     exchange_rate = PlainDecimalField(
         _l("Exchange rate"), widget=BS3TextFieldWidget(),
         description=_l("Units of this currency per 1 unit of the default currency (up to 4 decimals). "
@@ -178,22 +178,28 @@ _NUMBER_HELP = _l("Tokens {YEAR} {MONTH} {DAY} {NUMBER}; {NUMBER} exactly once. 
                   "a monthly one {YEAR} and {MONTH}.")
 
 
+def _column_default(name: str):
+    return HomeCompany.__table__.c[name].default.arg
+
+
 def _numbering_fields() -> dict:
+    """Format, padding and reset of each document type; a new company starts from the model's defaults."""
     fields = {}
     for doc_type in INVOICE_TYPES:
         label = DOC_TYPE_LABELS[doc_type]
         fields[f"{doc_type}_format"] = StringField(
             _l("%(type)s number format", type=label), description=_NUMBER_HELP,
             widget=BS3TextFieldWidget(), render_kw={"data-puq-example": doc_type},
+            default=_column_default(f"{doc_type}_format"),
         )
         fields[f"{doc_type}_padding"] = StringField(
             _l("%(type)s number padding", type=label),
             description=_l("Digits of {NUMBER}, zero-padded (0–%(n)s).", n=numbering.MAX_PADDING),
-            widget=BS3TextFieldWidget(),
+            widget=BS3TextFieldWidget(), default=str(_column_default(f"{doc_type}_padding")),
         )
         fields[f"{doc_type}_reset"] = SelectField(
             _l("%(type)s number reset", type=label), choices=[(r, RESET_LABELS[r]) for r in NUMBER_RESETS],
-            validate_choice=False, widget=Select2Widget(),
+            validate_choice=False, widget=Select2Widget(), default=_column_default(f"{doc_type}_reset"),
         )
     return fields
 
