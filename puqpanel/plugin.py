@@ -59,11 +59,12 @@ class PuqPanel:
 
 def refuse_nul_bytes():
     """400 for a NUL byte anywhere in the query or form: no database stores it in text (PostgreSQL errors)."""
-    values = [request.path, *request.args.values()]
+    # every value of a repeated key (MultiDict.values() gives only the first: description=ok&description=…)
+    values = [request.path, *(v for _key, vs in request.args.lists() for v in vs)]
     if request.method in ("POST", "PUT", "PATCH") and request.mimetype in (
         "application/x-www-form-urlencoded", "multipart/form-data"
     ):
-        values.extend(request.form.values())
+        values.extend(v for _key, vs in request.form.lists() for v in vs)
     if any("\x00" in value for value in values):
         abort(400)
 

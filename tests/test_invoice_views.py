@@ -210,6 +210,11 @@ def test_new_invoice_with_several_rows(app, db, world, make_browser):
     assert "Enter a date as YYYY-MM-DD." in bad.text and 'value="B"' in bad.text  # posted rows kept
     empty = admin.post_form(f"{base(w)}/new", {}, form_url=base(w))
     assert empty.status_code == 400 and "Add at least one item." in empty.text
+    # a NUL byte in the second value of a repeated field (PostgreSQL can't store it: it was a 500 there)
+    nul = admin.post_form(f"{base(w)}/new", {"description": ["ok", "b\x00d"], "quantity": ["1", "1"],
+                                            "unit_price": ["1", "1"]}, form_url=base(w))
+    assert nul.status_code == 400
+    assert admin.get(f"{base(w)}?status=paid&status=%00").status_code == 400
     assert snapshot(db) == before
 
 
