@@ -393,6 +393,24 @@ def test_delete_is_post_only(admin, db, eur):
     assert db.get(Currency, usd.id) is None
 
 
+@pytest.mark.parametrize("base", ["/currencyview", "/homecompanyview", "/taxruleview"])
+def test_fab_raw_arguments_are_checked(admin, db, eur, base):
+    """FAB hands ids, page numbers and filter values to the database as they come: on PostgreSQL an id
+    beyond the integer range, a negative page or a text compared with a boolean column was a 500."""
+    name = {"/currencyview": "CurrencyView", "/homecompanyview": "HomeCompanyView", "/taxruleview": "TaxRuleView"}
+    for pk in ("99999999999", "abc", "-1", "1.5"):
+        assert admin.get(f"{base}/show/{pk}").status_code == 404
+        assert admin.get(f"{base}/edit/{pk}").status_code == 404
+        assert admin.post(f"{base}/edit/{pk}", {"name": "x"}).status_code == 404
+        assert admin.post(f"{base}/delete/{pk}").status_code == 404
+    view = name[base]
+    for query in (f"page_{view}=-1", f"page_{view}=abc", f"psize_{view}=-5", f"psize_{view}=100000",
+                  f"page_{view}=99999999999999"):
+        assert admin.get(f"{base}/list/?{query}").status_code == 400, query
+    assert admin.get(f"{base}/list/?page_{view}=0&psize_{view}=50").status_code == 200
+    assert db.scalar(select(func.count()).select_from(Currency)) == 1
+
+
 # --- in a real browser: the live example number and the country → region options ---------------------------
 
 

@@ -312,6 +312,24 @@ def test_price_page_ids_and_permissions(app, db, staff, make_browser, product, c
     assert csrf_token(token_page.text)
 
 
+def test_products_fab_raw_arguments_are_checked(app, db, staff, make_browser, product):
+    """Ids beyond the integer range, bad page arguments and a text filter on the boolean "retired" column
+    were 500s on PostgreSQL (FAB passes them to the database as they come)."""
+    b = make_browser("admin")
+    for pk in ("99999999999", "abc", "-1"):
+        assert b.get(f"/products/show/{pk}").status_code == 404
+        assert b.get(f"/products/edit/{pk}").status_code == 404
+        assert b.post(f"/products/edit/{pk}", {"name": "x"}).status_code == 404
+        assert b.post(f"/products/delete/{pk}").status_code == 404
+    for query in ("page_ProductView=-1", "page_ProductView=x", "psize_ProductView=-5", "_flt_0_retired=abc"):
+        assert b.get(f"/products/list/?{query}").status_code == 400, query
+    listing = b.get("/products/list/?_flt_0_retired=y")
+    assert listing.status_code == 200 and "VPS M" not in listing.text
+    assert "VPS M" in b.get("/products/list/?_flt_1_retired=y").text  # not equal to retired
+    db.expire_all()
+    assert db.get(Product, product.id).name == "VPS M"
+
+
 def test_price_page_read_only_role(app, db, staff, make_browser, product):
     """can_show without can_edit on Product: the page shows prices without forms; POSTs are 403."""
     from conftest import make_user

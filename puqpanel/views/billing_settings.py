@@ -7,9 +7,10 @@ otherwise flash an exception from pre_add / pre_update after populating (and lea
 """
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
-from flask import current_app, flash, redirect, request, url_for
+from flask import abort, current_app, flash, redirect, request, url_for
 from flask_appbuilder import BaseView, ModelView, expose
 from flask_appbuilder.fieldwidgets import BS3TextAreaFieldWidget, BS3TextFieldWidget, Select2Widget
 from flask_appbuilder.forms import DynamicForm
@@ -27,7 +28,7 @@ from wtforms.widgets import FileInput
 from ..billing import clock, numbering, reference, tax, tax_rulesets
 from ..domain import DomainError
 from ..domain.session import get_session, transaction
-from ..domain.validation import countries, parse_id, regions
+from ..domain.validation import MAX_ID, countries, parse_id, regions
 from ..models import INVOICE_TYPES, NUMBER_RESETS, Currency, HomeCompany, TaxRule
 from ..security import BILLING, BILLING_PERMS, CURRENCIES, HOME_COMPANIES, TAX_RULES, has_perm
 
@@ -109,9 +110,34 @@ def _country_region_choices(form, no_country: str, no_region: str) -> None:
 
 class SettingsModelView(ModelView):
     """A settings ModelView: delete only by POST (FAB also accepts a cross-site GET), no file download or
-    bulk-action routes (nothing here uses them)."""
+    bulk-action routes (nothing here uses them). Before any route, FAB's raw inputs are checked, since FAB
+    passes them to the database as they come (PostgreSQL then fails with a 500): a row id in the path must
+    be a number within the id range (else 404), page_* / psize_* arguments small non-negative numbers
+    (FAB's int() raises on "abc"; a negative page is a negative OFFSET) and a filter on a boolean column
+    "y" (FAB compares anything else as text with the boolean column) — else 400."""
 
     exclude_route_methods = {"download", "action", "action_post"}
+    max_page_size = 1000
+
+    def create_blueprint(self, appbuilder, endpoint=None, static_folder=None):
+        blueprint = super().create_blueprint(appbuilder, endpoint, static_folder)
+        blueprint.before_request(self._check_fab_arguments)
+        return blueprint
+
+    def _check_fab_arguments(self):
+        pk = (request.view_args or {}).get("pk")
+        if isinstance(pk, str) and (not re.fullmatch(r"[0-9]{1,10}", pk) or int(pk) > MAX_ID):
+            abort(404)
+        for name, value in request.args.items(multi=True):
+            if name.startswith(("page_", "psize_")):
+                if not re.fullmatch(r"[0-9]{1,7}", value) or (
+                    name.startswith("psize_") and int(value) > self.max_page_size
+                ):
+                    abort(400)
+            elif name.startswith("_flt_"):
+                column = name.split("_", 3)[-1]
+                if column in self.datamodel.list_properties and self.datamodel.is_boolean(column) and value != "y":
+                    abort(400)
 
     @expose("/delete/<pk>", methods=["POST"])
     @has_access

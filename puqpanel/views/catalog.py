@@ -7,7 +7,7 @@ always looked up together with their product id (a price id of another product i
 from __future__ import annotations
 
 from flask import abort, flash, redirect, request, url_for
-from flask_appbuilder import ModelView, expose
+from flask_appbuilder import expose
 from flask_appbuilder.fieldwidgets import BS3TextAreaFieldWidget, BS3TextFieldWidget, Select2Widget
 from flask_appbuilder.models.sqla.interface import SQLAInterface
 from flask_appbuilder.security.decorators import has_access
@@ -24,6 +24,7 @@ from ..domain.session import get_session
 from ..domain.validation import MAX_ID
 from ..models import PERIODS, Currency, Product, Service
 from ..security import PRODUCTS, has_perm
+from .billing_settings import SettingsModelView
 
 ID = f"int(max={MAX_ID})"
 _PRODUCT_FIELDS = ("name", "description", "module", "hourly_billing", "termination_delay_hours",
@@ -48,7 +49,7 @@ Product.prices_link = property(
 )
 
 
-class ProductView(ModelView):
+class ProductView(SettingsModelView):
     datamodel = SQLAInterface(Product)
     route_base = "/products"
     class_permission_name = PRODUCTS
@@ -60,8 +61,7 @@ class ProductView(ModelView):
         "price_delete": "edit",
         "convert": "edit",
     }
-    # No file download or bulk-action routes; delete only by POST (FAB also answers GET).
-    exclude_route_methods = {"download", "action", "action_post"}
+    # No file download or bulk-action routes, delete only by POST, FAB's raw inputs checked: SettingsModelView.
     list_title = _l("Products")
     add_title = _l("Add Product")
     edit_title = _l("Edit Product")
@@ -123,12 +123,6 @@ class ProductView(ModelView):
 
     def post_update(self, item):
         self._after_save(item, "update")
-
-    @expose("/delete/<pk>", methods=["POST"])
-    @has_access
-    def delete(self, pk):
-        self._delete(self._deserialize_pk_if_composite(pk))
-        return self.post_delete_redirect()
 
     def pre_delete(self, item):
         used = get_session().scalar(select(func.count()).select_from(Service).where(Service.product_id == item.id))
