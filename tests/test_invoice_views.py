@@ -258,6 +258,12 @@ def test_record_payment_modal(app, db, world, make_browser):
     before = snapshot(db)
     duplicate = admin.post_form(url, payload, form_url=page)
     assert duplicate.status_code == 400 and "already recorded" in duplicate.text
+    # a transaction id of another manager's client: refused without naming that client's document
+    other = world["manager2"]
+    manager = make_browser("manager1")
+    leak = manager.post_form(url, {**payload, "external_id": f"W-{other.client.id}"}, form_url=page)
+    assert leak.status_code == 400 and "already recorded for another client" in leak.text
+    assert other.invoice.number not in leak.text
     for change, message in (
         ({"amount": "41.51"}, "outstanding"), ({"amount": "x"}, "Enter an amount"), ({"gateway": "cash"}, "gateway"),
         ({"external_id": ""}, "required"), ({"paid_date": "2026-03-11"}, "future"), ({"paid_date": "3/9"}, "YYYY"),

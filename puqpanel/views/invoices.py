@@ -308,8 +308,12 @@ class ClientInvoicesView(BaseView):
             return self._render_detail(client, invoice_id, {"id": "payment", "values": values, "errors": errors},
                                        status=400)
         if not result.created:
-            errors = {"external_id": _("This transaction id is already recorded (document %(number)s).",
-                                       number=result.invoice.number or result.invoice.id)}
+            if result.invoice.client_id == client.id:
+                message = _("This transaction id is already recorded (document %(number)s).",
+                            number=result.invoice.number or result.invoice.id)
+            else:  # another client's document: not named (it may be outside the caller's scope)
+                message = _("This transaction id is already recorded for another client.")
+            errors = {"external_id": message}
             return self._render_detail(client, invoice_id, {"id": "payment", "values": values, "errors": errors},
                                        status=400)
         if result.invoice.id != document.id:
