@@ -123,6 +123,21 @@ def test_convert_product_prices_by_exchange_rate(app, db, product, currencies):
     assert prices[("GBP", "monthly")][1] == D("17.0000")
 
 
+def test_conversion_beyond_the_money_range_is_refused(app, db, staff, make_browser, product, currencies):
+    """A default price × a large exchange rate beyond MONEY_MAX was a 500 (SQLite's scaled BIGINT overflows
+    at 9.2e14, PostgreSQL's NUMERIC(20,4) at 1e16); now refused, nothing written."""
+    db.add(Currency(code="IDR", exchange_rate=D("17000")))
+    monthly = next(p for p in catalog.prices_for(product, currencies["EUR"]) if p.period == "monthly")
+    monthly.base = D("99999999999")
+    db.commit()
+    before = price_map(db, product)
+    with pytest.raises(DomainError, match="converted to IDR is too large"):
+        catalog.convert_product_prices(product)
+    resp = make_browser("admin").post(f"/products/prices/{product.id}/convert")
+    assert resp.status_code == 400 and "converted to IDR is too large" in resp.text
+    assert price_map(db, product) == before
+
+
 def test_converted_prices_are_read_only_and_conversion_needs_a_source(app, db, product, currencies):
     with pytest.raises(DomainError, match="converted from the default currency"):
         catalog.add_price(product, {"currency_id": str(currencies["USD"].id), "period": "monthly", "base": "1"})

@@ -25,6 +25,7 @@ from ..domain import DomainError, NotFound, activity
 from ..domain.session import get_session, transaction
 from ..domain.validation import parse_id
 from ..models import PERIODS, Currency, Product, ProductPrice, Service
+from ..models.base import MONEY_MAX
 from . import clock
 from .money import ZERO, convert, parse_amount
 
@@ -273,6 +274,11 @@ def convert_product_prices(product: Product) -> int:
             for period, source in sources.items():
                 amounts = {name: convert(getattr(source, name), default.exchange_rate, currency.exchange_rate)
                            for name in AMOUNT_FIELDS}
+                if any(value >= MONEY_MAX for value in amounts.values()):  # beyond what a price column holds
+                    raise DomainError(str(_l(
+                        "The %(period)s price converted to %(code)s is too large; lower the default currency's "
+                        "price or turn conversion off.", period=period_label(period), code=currency.code,
+                    )))
                 row = existing.get((currency.id, period))
                 if row is None:
                     row = ProductPrice(product_id=product.id, currency_id=currency.id, period=period)
