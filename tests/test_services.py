@@ -574,6 +574,7 @@ def test_list_services_one_query_newest_first(app, db, catalog, client_row):
 def test_concurrent_activations_charge_once(app, db, catalog, client_row):
     fund(client_row, "100")
     service = svc.add_service(client_row, catalog["monthly"].id)
+    service_id = service.id  # read here: the main thread's expired object must not be refreshed from 8 threads
     results: list[str] = []
     barrier = threading.Barrier(8)
 
@@ -582,12 +583,15 @@ def test_concurrent_activations_charge_once(app, db, catalog, client_row):
             from puqpanel.extensions import db as fsa
 
             try:
-                target = fsa.session.get(Service, service.id)
-                barrier.wait()
+                barrier.wait(timeout=60)
+                target = fsa.session.get(Service, service_id)
                 svc.activate(target)
                 results.append("ok")
             except DomainError:
                 results.append("refused")
+            except BaseException as exc:  # shown by the assertion below (and never leaves the others waiting)
+                barrier.abort()
+                results.append(repr(exc))
             finally:
                 fsa.session.remove()
 
@@ -595,7 +599,7 @@ def test_concurrent_activations_charge_once(app, db, catalog, client_row):
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
-    assert sorted(results) == ["ok"] + ["refused"] * 7
+        t.join(timeout=120)
+    assert sorted(results) == ["ok"] + ["refused"] * 7, results
     assert len(charges(db, service)) == 2 and balance(db, client_row) == D("85.0000")
     assert ledger.verify() == []
