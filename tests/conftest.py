@@ -17,6 +17,9 @@ from sqlalchemy import text
 _TMP = tempfile.mkdtemp(prefix="puqpanel-test-")
 os.environ["PUQPANEL_INSTANCE_PATH"] = _TMP
 os.environ["PUQPANEL_SECRET_KEY"] = "test-secret-key-only-for-the-test-run"
+# VIES checks (scheduled when a client gets an EU VAT id) never leave the machine: a closed local port answers
+# "unavailable" at once; tests/test_vies.py points the URL at its own local server.
+os.environ["PUQPANEL_VIES_URL"] = "http://127.0.0.1:9"
 os.environ.pop("PUQPANEL_CONFIG", None)
 os.environ.pop("PUQPANEL_BROKER_URL", None)
 TEST_DB_URL = os.environ.get("PUQPANEL_TEST_DATABASE_URL") or f"sqlite:///{_TMP}/test.db"
