@@ -54,7 +54,7 @@ def test_three_partial_payments_split_the_net_exactly(db, billing_client):
     assert first.invoice.id == second.invoice.id == proforma.id and first.created and second.created
     third = pay(proforma, "41.00", "TX-3")
     nets = [r.net for r in ledger_rows(db, billing_client, "payment")]
-    assert nets == [D("33.3333"), D("33.3333"), D("33.3334")]
+    assert nets == [D("33.3333"), D("33.3334"), D("33.3333")]  # cumulative: 33.3333, 66.6667, 100
     assert sum(nets) == D("100.0000")
     assert [r.gross for r in ledger_rows(db, billing_client, "payment")] == [D("41.0000")] * 3
     assert balance(db, billing_client) == D("100.0000")
@@ -265,14 +265,14 @@ def test_full_refund_issues_a_credit_note_and_a_negative_refund_row(db, billing_
 def test_partial_refunds_scale_taxes_and_the_last_one_takes_the_rest(db, billing_client):
     invoice = paid_invoice(db, billing_client)
     notes = [payments.refund(invoice, amount, "partial") for amount in ("33.33", "33.33")]
-    assert [n.tax1_amount for n in notes] == [D("7.67"), D("7.67")]  # 7.6659 → 7.67
+    assert [n.tax1_amount for n in notes] == [D("7.67"), D("7.66")]  # cumulative: 7.6659 → 7.67, 15.3318 → 15.33
     assert db.get(Invoice, invoice.id).status == "paid"
     assert invoicing.refundable_amount(db.get(Invoice, invoice.id)) == D("33.34")
     with pytest.raises(DomainError) as exc:
         payments.refund(invoice, "33.35", "too much")
     assert set(exc.value.errors) == {"amount"} and "33.34" in exc.value.errors["amount"]
     last = payments.refund(invoice, "33.34", "rest")
-    assert last.tax1_amount == D("7.66") and last.total == D("41.00")
+    assert last.tax1_amount == D("7.67") and last.total == D("41.01")
     all_notes = notes + [last]
     assert sum(n.subtotal for n in all_notes) == D("100.00") and sum(n.tax1_amount for n in all_notes) == D("23.00")
     assert sum(n.total for n in all_notes) == D("123.00")
@@ -280,6 +280,33 @@ def test_partial_refunds_scale_taxes_and_the_last_one_takes_the_rest(db, billing
     assert [r.net for r in ledger_rows(db, billing_client, "refund")] == [D("-33.3300"), D("-33.3300"),
                                                                           D("-33.3400")]
     assert balance(db, billing_client) == D("0.0000") and ledger.verify() == []
+
+
+def test_small_partial_refunds_never_leave_a_negative_tax_line(db, billing_client):
+    """Each refund's tax was rounded on its own: four refunds of 0.03 took 0.01 VAT each (exact 0.0069), and
+    the last credit note of the invoice got VAT -0.01 and a total of 0.00 for a refund of 0.01."""
+    invoice = paid_invoice(db, billing_client, net="10.00")  # VAT 23 %: 2.30
+    notes = [payments.refund(invoice, amount, "partial") for amount in ("0.03", "0.03", "0.03", "0.03", "9.87", "0.01")]
+    assert [n.tax1_amount for n in notes] == [D("0.01"), D("0.00"), D("0.01"), D("0.01"), D("2.27"), D("0.00")]
+    assert all(n.tax1_amount >= 0 and n.total >= n.subtotal for n in notes)
+    assert sum(n.tax1_amount for n in notes) == D("2.30") and sum(n.total for n in notes) == D("12.30")
+    assert ledger.verify() == []
+
+
+def test_many_partial_payments_keep_each_net_at_its_share(db, billing_client):
+    """Payment nets are rounded cumulatively: 30 payments of 0.01 on a 123.00 proforma (net 100) book
+    round(k × 0.01 × 100 / 123) after the k-th — rounding each on its own booked 0.0081 thirty times (0.243
+    instead of 0.2439) and left the drift to the last payment."""
+    proforma = add_funds(billing_client, "100")
+    for k in range(1, 31):
+        pay(proforma, "0.01", f"TX-{k}")
+        assert sum(r.net for r in ledger_rows(db, billing_client, "payment")) == (
+            D(k) * D("0.01") * 100 / 123).quantize(D("0.0001"))
+    last = pay(proforma, "122.70", "TX-LAST")
+    assert last.invoice.type == "invoice"
+    nets = [r.net for r in ledger_rows(db, billing_client, "payment")]
+    assert sum(nets) == D("100.0000") and nets[-1] == D("99.7561")  # 122.70 × 100 / 123 = 99.75609…
+    assert ledger.verify() == []
 
 
 def test_refund_may_take_the_balance_below_zero(db, billing_client):

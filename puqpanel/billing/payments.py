@@ -4,9 +4,10 @@ Recording a payment (one DB transaction, lock order invoice → client → docum
 - amount > 0 and ≤ what is outstanding; one gateway transaction id (gateway, external_id) is recorded once:
   recording it again returns created=False and changes nothing (under concurrency the unique key
   uq_payment_gateway_txn refuses the second insert; the caller then gets the first payment back);
-- a `payment` ledger row credits the NET part of the money: net = amount × subtotal / total rounded to 4
-  places; the payment that completes the document gets subtotal − Σ previous nets, so the nets of a
-  document sum exactly to its subtotal (taxes are not the client's money). gross = amount, fees = fee;
+- a `payment` ledger row credits the NET part of the money, rounded cumulatively: net = (paid so far incl.
+  this payment) × subtotal / total rounded to 4 places − Σ previous nets; the payment that completes the
+  document gets subtotal − Σ previous nets, so the nets of a document sum exactly to its subtotal (taxes
+  are not the client's money) and no payment absorbs the rounding of the others. gross = amount, fees = fee;
 - once nothing is outstanding the proforma becomes a paid invoice (see `_invoice_paid_proforma`).
 
 Decisions (documented here because they are money rules):
@@ -23,7 +24,8 @@ Decisions (documented here because they are money rules):
   already spent the funds — that is a debt the ledger must show, not something to refuse. Refunding an
   "items" invoice first reverses the charge (+amount) and then books the refund (−amount): the goods are
   returned and the money is sent back, the prepaid balance is unchanged.
-- Credit notes carry positive amounts (subtotal = refunded net, taxes scaled proportionally to 2 places;
+- Credit notes carry positive amounts (subtotal = refunded net, taxes scaled proportionally to 2 places,
+  cumulatively: tax of all refunds so far rounded − tax of the earlier credit notes, so no line is negative;
   the refund completing the invoice takes the remaining tax so Σ credit notes == invoice); the ledger row is
   the negative side.
 """
@@ -148,10 +150,13 @@ def _record(invoice_id: int, gateway: str, external_id: str, amount: Decimal, fe
         select(Payment).where(Payment.invoice_id == document.id).order_by(Payment.id)
     ))
     completes = amount == outstanding
+    earlier_nets = sum((p.net for p in previous), ZERO)
     if completes:
-        net = round_ledger(document.subtotal - sum((p.net for p in previous), ZERO))
+        net = round_ledger(document.subtotal - earlier_nets)
     else:
-        net = round_ledger(amount * document.subtotal / document.total)
+        # rounded cumulatively (net of everything paid so far − the nets booked): rounding each payment on
+        # its own drifted by up to 0.00005 a payment, which the last payment then absorbed
+        net = round_ledger((document.amount_paid + amount) * document.subtotal / document.total) - earlier_nets
     description = f"Payment of proforma {document.number} ({gateway} {external_id})"
     row = ledger.post(client, "payment", net, gross=amount, fees=fee, description=description,
                       gateway=gateway, external_id=external_id, invoice_id=document.id)
@@ -264,15 +269,20 @@ def refund(invoice: Invoice, amount, reason: str) -> Invoice:
         note = _copy_document(document, type="credit_note", status="refunded")
         note.subtotal = value
         taxes = ZERO
+        refunded_before = sum((cn.subtotal for cn in earlier), ZERO)
         for i in (1, 2, 3):
             note_tax = ZERO
             name = getattr(document, f"tax{i}_name")
             full = getattr(document, f"tax{i}_amount")
             if name:
+                taxed_before = sum((getattr(cn, f"tax{i}_amount") for cn in earlier), ZERO)
                 if completes:
-                    note_tax = full - sum((getattr(cn, f"tax{i}_amount") for cn in earlier), ZERO)
+                    note_tax = full - taxed_before
                 else:
-                    note_tax = round_invoice(full * value / document.subtotal)
+                    # rounded cumulatively: rounding each refund's share on its own let small refunds take
+                    # more tax than theirs, leaving a negative tax line to the last credit note
+                    share = round_invoice(full * (refunded_before + value) / document.subtotal)
+                    note_tax = max(share - taxed_before, ZERO)
             setattr(note, f"tax{i}_name", name)
             setattr(note, f"tax{i}_rate", getattr(document, f"tax{i}_rate"))
             setattr(note, f"tax{i}_amount", note_tax)
