@@ -72,7 +72,7 @@ BAD_CURRENCIES = [
     ({"exchange_rate": "-1"}, "must not be negative"),
     ({"exchange_rate": "1.23456"}, "At most 4 decimal places"),
     ({"exchange_rate": "abc"}, "Enter an amount"),
-    ({"exchange_rate": "1e400"}, "The amount is too large"),
+    ({"exchange_rate": "1e400"}, "Enter an amount such as 12.50."),
     ({"exchange_rate": "9" * 30}, "The amount is too large"),
     ({"minor_units": "9"}, "Between 0 and 4"),
     ({"minor_units": ""}, "Between 0 and 4"),

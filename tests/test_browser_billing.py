@@ -121,3 +121,12 @@ def test_staff_bills_a_client_end_to_end(live_server, page, staff, db, new_clien
     path = download.path()
     text = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True, check=True).stdout
     assert paid.number in text and "Browser Billing GmbH" in text and "119.00" in text
+
+    # The Summary's quick actions open the modal on their tab.
+    page.goto(base)
+    page.click("a.puq-suspend-all")
+    page.locator("#service-suspend_all-modal").wait_for(state="visible")
+    page.goto(base)
+    page.click("a.puq-new-invoice")
+    page.locator("#new-invoice-modal").wait_for(state="visible")
+    shot(page, "17-summary-new-invoice")

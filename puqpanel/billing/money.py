@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from flask_babel import lazy_gettext as _l
@@ -16,6 +17,7 @@ LEDGER_PLACES = Decimal("0.0001")
 INVOICE_PLACES = Decimal("0.01")
 ZERO = Decimal("0.0000")
 HUNDRED = Decimal(100)
+_AMOUNT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 
 
 def ledger(value) -> Decimal:
@@ -48,6 +50,8 @@ def parse_amount(raw, field: str = "amount", *, places: Decimal = LEDGER_PLACES,
     text = str(raw if raw is not None else "").strip().replace(" ", "").replace(",", ".")
     if not text:
         raise DomainError({field: str(_l("This field is required."))})
+    if not _AMOUNT.fullmatch(text):  # ASCII digits only: Decimal() would also take "1_000", "1e5", "٣"
+        raise DomainError({field: str(_l("Enter an amount such as 12.50."))})
     try:
         value = Decimal(text)
     except (InvalidOperation, ValueError):
