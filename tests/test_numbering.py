@@ -147,6 +147,22 @@ def test_a_rolled_back_issue_gives_its_number_back(db, home, client_row):
     assert issue(db, client_row, home).number == "INV-2026-00002"
 
 
+def test_a_number_issued_before_a_settings_change_is_refused_not_duplicated(db, home, client_row):
+    """Reset yearly → never with the same format restarts the counter at 1: the next number would repeat
+    INV-2026-00001 (an IntegrityError, a 500 on the add-funds / payment page); now a DomainError, nothing
+    written, the counter given back."""
+    assert issue(db, client_row, home).number == "INV-2026-00001"
+    home.invoice_reset = "never"
+    db.commit()
+    with pytest.raises(DomainError, match="INV-2026-00001 was already issued"):
+        issue(db, client_row, home)
+    db.rollback()
+    assert db.scalar(select(DocumentCounter.last_number).where(DocumentCounter.period_key == "")) is None
+    home.invoice_format = "INV-{NUMBER}"
+    db.commit()
+    assert issue(db, client_row, home).number == "INV-00001"
+
+
 # --- series report ---------------------------------------------------------------------------------------
 
 

@@ -97,7 +97,22 @@ def take_number(company: HomeCompany, doc_type: str, day: dt.date) -> IssuedNumb
             set_={"last_number": DocumentCounter.last_number + 1},
         ).returning(DocumentCounter.last_number)
     ).scalar_one()
-    return IssuedNumber(format_number(fmt, padding, seq, day), key, seq)
+    number = format_number(fmt, padding, seq, day)
+    # A series restarted by a settings change (e.g. reset yearly → never, monthly → yearly with the same
+    # format) can produce a number issued before: refuse (the caller's rollback returns the counter) rather
+    # than fail on the unique key uq_invoice_number.
+    taken = session.scalar(
+        select(Invoice.id)
+        .where(Invoice.home_company_id == company.id, Invoice.type == doc_type, Invoice.number == number)
+        .limit(1)
+    )
+    if taken is not None:
+        raise DomainError(str(_l(
+            "The number %(number)s was already issued by %(company)s (its numbering settings changed since): "
+            "change the number format of this document type so new numbers differ.",
+            number=number, company=company.name,
+        )))
+    return IssuedNumber(number, key, seq)
 
 
 def assign_number(document: Invoice, day: dt.date) -> None:
