@@ -71,7 +71,7 @@ PY
 }
 
 extract() {
-    "$PYBABEL" -q extract -F babel.cfg -k _l -k lazy_gettext \
+    "$PYBABEL" -q extract -F babel.cfg -k _l -k lazy_gettext -k lazy_pgettext:1c,2 \
         --sort-by-file --add-comments=Translators: \
         --project=puqpanel --copyright-holder="puqpanel contributors" \
         -o "$POT" puqpanel

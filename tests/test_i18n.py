@@ -16,6 +16,8 @@ from babel.messages.pofile import read_po
 
 from puqpanel.paths import TRANSLATIONS_DIR
 
+from test_invoicing import frozen, home  # noqa: F401  (fixtures of the billing page test)
+
 LANGUAGES = ("en", "de", "fr", "pl", "uk")
 TRANSLATED = ("de", "fr", "pl", "uk")  # en is the source language
 
@@ -38,10 +40,19 @@ REQUIRED = [
     "Client not found.",
     # client record tabs (puqpanel/views/client_record.py; "Custom Fields" is listed with the menus)
     "Summary", "Profile", "Addresses", "Users", "Notes", "Activity",
+    # billing: record tabs, menus, documents, statuses, actions
+    "Services", "Invoices", "Transactions", "Billing", "Products", "Currencies", "Home Companies", "Tax Rules",
+    "Number Series", "Proforma", "Invoice", "Credit Note", "Unpaid", "Paid", "Pending", "Terminated",
+    "Balance", "Outstanding", "Add Service", "Suspend All Services", "Create Add Funds Proforma", "New Invoice",
+    "Record Payment", "Refund", "Create Transaction", "Setup fee", "Bank transfer",
+    "Insufficient funds: activation needs %(needed)s (setup and first period); balance plus credit limit is "
+    "%(available)s.",
+    "Reverse charge: VAT to be accounted for by the recipient (Art. 196 Directive 2006/112/EC).",
 ]
 
-# Words spelled the same in some of the languages (German "Status" and "Tags", French "Clients" and "Notes").
-SAME_IN_SOME_LANGUAGES = {"Status", "Tags", "Clients", "Notes"}
+# Words spelled the same in some of the languages (German "Status" and "Tags", French "Clients", "Notes",
+# "Services" and "Transactions").
+SAME_IN_SOME_LANGUAGES = {"Status", "Tags", "Clients", "Notes", "Services", "Transactions"}
 
 # What the menu category "Clients" and the group list title read in each language.
 CLIENTS_LABEL = {"en": "Clients", "de": "Kunden", "fr": "Clients", "pl": "Klienci", "uk": "Клієнти"}
@@ -174,3 +185,36 @@ def test_domain_errors_are_translated(compiled, app, db):
                 with pytest.raises(DomainError) as exc:
                     check_country("XX")
                 assert expected in exc.value.errors["country"], (lang, exc.value.errors)
+
+
+def test_billing_pages_are_translated(compiled, browser, staff, new_client, home, frozen):
+    """The Invoices tab, a proforma and a paid invoice (with its ledger rows) read in German after /lang/de."""
+    from puqpanel.billing import invoicing, payments
+
+    client = new_client(company_name="Kunde GmbH")
+    unpaid = invoicing.create_add_funds_proforma(client, "100")
+    paid = invoicing.create_add_funds_proforma(client, "50")
+    invoice = payments.record_payment(paid, gateway="bank_transfer", external_id="I18N-1", amount=paid.total).invoice
+    browser.login("admin")
+    assert browser.get("/lang/de").status_code == 302
+
+    listing = _visible(browser.get(f"/clients/{client.id}/invoices").text)
+    for german in ("Rechnungen", "Transaktionen", "Neue Rechnung", "Aufladungs-Proforma erstellen",
+                   "PROFORMA-RECHNUNG", "Unbezahlt", "Ausstellungsdatum", "Eigene Firma"):
+        assert german in listing, german
+    assert "Create Add Funds Proforma" not in listing and "Unpaid" not in listing
+
+    proforma = _visible(browser.get(f"/clients/{client.id}/invoices/{unpaid.id}").text)
+    for german in ("Zahlung erfassen", "Zahlungshinweise", "Banküberweisung", "Verwendungszweck", "Zwischensumme"):
+        assert german in proforma, german
+    assert "Record Payment" not in proforma
+
+    paid_page = _visible(browser.get(f"/clients/{client.id}/invoices/{invoice.id}").text)
+    for german in ("Rechnung", "Bezahlt", "Buchungen", "Zahlung", "Erstattung"):
+        assert german in paid_page, german
+    # ledger row types are labels, not the stored keys
+    assert not re.search(r"\b(charge|payment)\b", paid_page), paid_page
+
+    ledger = browser.get(f"/clients/{client.id}/transactions").text
+    assert "Transaktion anlegen" in _visible(ledger)
+    assert re.search(r"<br>Banküberweisung</small>", ledger)  # the gateway's label, not "bank_transfer"

@@ -79,7 +79,7 @@ def test_tab_lists_rows_newest_first_with_every_column(app, db, world, make_brow
     payment = html[html.index(f'data-transaction-id="{ids[1]}"'):]
     payment = payment[: payment.index("</tr>")]
     assert "€121.00" in payment and "€2.50" in payment and "€100.00" in payment
-    assert "BANK-42" in payment and "bank_transfer" in payment
+    assert "BANK-42" in payment and "Bank transfer" in payment  # the gateway's label
     assert "INV-2026-0007" in payment
     if "ClientInvoicesView.invoice" in app.view_functions:
         assert "puq-invoice-link" in payment

@@ -29,7 +29,15 @@ from .money import HUNDRED, parse_amount, tax_amount
 EU_COUNTRIES = frozenset(
     "AT BE BG CY CZ DE DK EE ES FI FR GR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK".split()
 )
-REVERSE_CHARGE_NOTE = "Reverse charge: VAT to be accounted for by the recipient (Art. 196 Directive 2006/112/EC)."
+
+
+def N_(message: str) -> str:
+    """Marks a string for extraction (scripts/translations.sh) without translating it here."""
+    return message
+
+
+# Stored in English in the document's snapshot; translated when shown (invoice page, PDF).
+REVERSE_CHARGE_NOTE = N_("Reverse charge: VAT to be accounted for by the recipient (Art. 196 Directive 2006/112/EC).")
 MAX_TAXES = 3
 TAX_NAME_LENGTH = 30
 CATEGORY_LABELS = {

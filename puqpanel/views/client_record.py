@@ -12,6 +12,7 @@ from flask_appbuilder import BaseView, expose
 from flask_appbuilder.security.decorators import has_access
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_babel import lazy_pgettext
 
 from ..domain import DomainError, NotFound
 from ..domain import activity as activity_domain
@@ -32,9 +33,16 @@ ACTIVITY_PAGE_SIZE = 50
 ID = f"int(max={MAX_ID})"
 RECORD = f"/<{ID}:client_id>"
 
-ADDRESS_TYPE_LABELS = {"billing": _l("Billing"), "shipping": _l("Shipping"), "service": _l("Service")}
+# With a context: "Billing" (the menu), "Service" (a client's service) and "Number" (a document number) are
+# also nouns elsewhere, and some languages need other words there (pl "Rozliczenia" vs "rozliczeniowy").
+ADDRESS_TYPE_LABELS = {
+    "billing": lazy_pgettext("address type", "Billing"),
+    "shipping": lazy_pgettext("address type", "Shipping"),
+    "service": lazy_pgettext("address type", "Service"),
+}
 FIELD_TYPE_LABELS = {
-    "text": _l("Text"), "number": _l("Number"), "select": _l("Select"), "bool": _l("Yes / no"), "date": _l("Date"),
+    "text": _l("Text"), "number": lazy_pgettext("field type", "Number"), "select": _l("Select"),
+    "bool": _l("Yes / no"), "date": _l("Date"),
 }
 # Actions whose `changes` hold a snapshot ({field: value}) rather than {field: [before, after]}.
 _SNAPSHOT_SUFFIXES = (".create", ".delete", ".link", ".unlink")

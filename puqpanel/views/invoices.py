@@ -26,6 +26,7 @@ from ..domain.directory import parse_page
 from ..models import INVOICE_STATUSES, INVOICE_TYPES, Client, Invoice
 from ..security import BILLING, BILLING_PERMS
 from .client_record import ID, RECORD, render_record
+from .ledger import TYPE_LABELS as LEDGER_TYPE_LABELS
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ class ClientInvoicesView(BaseView):
             invoice_status_classes=INVOICE_STATUS_CLASSES,
             gateways=available_gateways(),
             gateway_labels={g.name: g.label for g in all_gateways()},
+            ledger_type_labels=LEDGER_TYPE_LABELS,
             item_rows=ITEM_ROWS,
             plain=_plain,
             cents=_cents,

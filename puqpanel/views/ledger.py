@@ -13,6 +13,7 @@ from flask_babel import lazy_gettext as _l
 from werkzeug.routing import BuildError
 
 from ..billing import ledger as ledger_domain
+from ..billing.gateways import all_gateways
 from ..domain import DomainError, NotFound
 from ..domain.clients import get_client
 from ..domain.directory import parse_page
@@ -114,6 +115,7 @@ class ClientLedgerView(BaseView):
             type_labels=TYPE_LABELS,
             type_classes=TYPE_CLASSES,
             document_labels=DOCUMENT_LABELS,
+            gateway_labels={g.name: g.label for g in all_gateways()},
             sort_columns=SORT_COLUMNS,
             invoice_url=lambda invoice_id: _invoice_url(client, invoice_id),
         )
