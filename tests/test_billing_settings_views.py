@@ -114,6 +114,26 @@ def test_switching_the_default_currency_re_expresses_the_rates(admin, db, eur):
     assert db.scalar(select(func.count(Currency.id)).where(Currency.is_default.is_(True))) == 1
 
 
+def test_default_switch_that_would_overflow_a_rate_is_refused(admin, db, eur):
+    db.add_all([Currency(code="IDR", exchange_rate=Decimal("9999999999999")),
+                Currency(code="KWD", exchange_rate=Decimal("0.0001"))])
+    db.commit()
+    kwd = db.scalar(select(Currency).where(Currency.code == "KWD"))
+    resp = admin.post_form(f"/currencyview/edit/{kwd.id}", {"code": "KWD", "prefix": "", "suffix": "",
+                                                            "minor_units": "3", "exchange_rate": "0.0001",
+                                                            "is_default": "y"})
+    assert resp.status_code in (200, 302)
+    for _ in range(3):  # FAB flashes the refusal and redirects (list → index → directory)
+        if resp.status_code != 302:
+            break
+        resp = admin.get(resp.headers["Location"])
+    assert "would be too large" in resp.text and "INSERT" not in resp.text and "UPDATE" not in resp.text
+    db.expire_all()
+    rates = {c.code: (c.exchange_rate, c.is_default) for c in db.scalars(select(Currency))}
+    assert rates["EUR"][1] is True and rates["KWD"] == (Decimal("0.0001"), False)
+    assert rates["IDR"][0] == Decimal("9999999999999")
+
+
 def test_currencies_in_use_or_default_are_not_deleted(admin, db, eur, new_client):
     client = new_client()
     assert client.currency_id == eur.id

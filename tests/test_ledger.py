@@ -397,3 +397,16 @@ def test_money_uses_the_request_locale(app):
         session["locale"] = "de"
         assert money(Decimal("1234.5"), currency("EUR")) == "1.234,50\xa0€"
     assert money(Decimal("1"), currency("EUR"), "xx-bogus") == "€1.00"  # unknown locale: English
+
+
+def test_a_balance_beyond_the_money_range_is_refused(db, new_client):
+    from puqpanel.billing import ledger
+    from puqpanel.domain import DomainError
+
+    client = new_client()
+    ledger.adjust(client, "99999999999999.99", "big credit")  # just below MONEY_MAX (1e14)
+    with pytest.raises(DomainError, match="out of range"):
+        ledger.adjust(client, "0.01", "one cent too many")
+    db.expire_all()
+    assert ledger.verify() == []
+    assert db.get(type(client), client.id).balance == Decimal("99999999999999.99")

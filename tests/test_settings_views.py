@@ -47,3 +47,14 @@ def test_optional_custom_field_with_unticked_boxes_can_be_created(browser, staff
                                                       "options": "Basic\nPro", "required": "y", "sort_order": "1"})
     assert resp.status_code == 302
     assert db.scalar(select(CustomField).where(CustomField.name == "Plan")).option_list == ["Basic", "Pro"]
+
+
+def test_fab_raw_arguments_are_checked(db, staff, browser):
+    """FAB passes raw path ids and page arguments to the database: out-of-range ids are 404, bad page
+    arguments 400 — never a 500 (PostgreSQL refused them)."""
+    browser.login(staff["admin"])
+    for view in ("clientgroupview", "tagview", "customfieldview"):
+        assert browser.get(f"/{view}/show/99999999999").status_code == 404
+        assert browser.get(f"/{view}/edit/abc").status_code == 404
+        assert browser.get(f"/{view}/list/?page_{view.replace('view', '')}=abc").status_code in (200, 400)
+        assert browser.get(f"/{view}/list/?psize_x=-5&page_x=abc").status_code == 400

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, aliased
 from ..domain import DomainError, NotFound, activity
 from ..domain.session import get_session
 from ..models import TRANSACTION_TYPES, Client, Invoice, Product, Service, Transaction, User
+from ..models.base import MONEY_MAX
 from . import clock
 from .money import ZERO, ledger, parse_amount
 
@@ -69,6 +70,8 @@ def post(
         author_id, impersonator_id = activity.current_actor()
     before = client.balance
     after = ledger(before + net)
+    if abs(after) >= MONEY_MAX:  # beyond what the balance column holds
+        raise DomainError(str(_l("The resulting balance would be out of range.")))
     row = Transaction(
         client_id=client.id,
         type=type,

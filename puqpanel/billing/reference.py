@@ -21,6 +21,7 @@ from sqlalchemy import func, inspect, select, update
 
 from ..domain import DomainError, collect
 from ..domain.session import get_session
+from ..models.base import MONEY_MAX
 from ..domain.validation import (
     check_country,
     check_region,
@@ -107,6 +108,9 @@ def check_currency(data: Mapping[str, Any], current: Currency | None = None) -> 
     return values
 
 
+ZERO_RATE = Decimal(0)
+
+
 def make_default_currency(currency: Currency) -> None:
     """`currency` (is_default set, not yet committed) becomes the only default. When it takes over from
     another default, every other rate is re-expressed per 1 unit of it: rate ÷ its previous rate (4 places,
@@ -118,10 +122,18 @@ def make_default_currency(currency: Currency) -> None:
         others = [c for c in session.scalars(select(Currency)) if c is not currency]
     if not any(c.is_default for c in others):
         return
+    rates = {other.id: max(ledger(Decimal(other.exchange_rate) / previous), Decimal("0.0001"))
+             for other in others} if previous != ONE else {}
+    too_large = [other.code for other in others if rates.get(other.id, ZERO_RATE) >= MONEY_MAX]
+    if too_large:
+        raise DomainError(str(_l(
+            "Re-expressed per 1 %(code)s, the rate of %(others)s would be too large: change those rates first.",
+            code=currency.code, others=", ".join(sorted(too_large)),
+        )))
     for other in others:
         other.is_default = False
-        if previous != ONE:
-            other.exchange_rate = max(ledger(Decimal(other.exchange_rate) / previous), Decimal("0.0001"))
+        if other.id in rates:
+            other.exchange_rate = rates[other.id]
     session.flush()
 
 

@@ -189,7 +189,11 @@ class CurrencyView(SettingsModelView):
 
     def pre_add(self, item):
         if item.is_default:
-            reference.make_default_currency(item)
+            try:
+                reference.make_default_currency(item)
+            except DomainError:
+                self.datamodel.session.rollback()  # FAB flashes the refusal; the form's changes must not linger
+                raise
 
     def pre_update(self, item):
         self.pre_add(item)

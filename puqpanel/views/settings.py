@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import regex
-from flask_appbuilder import ModelView
+from .billing_settings import SettingsModelView
 from flask_appbuilder.fieldwidgets import (
     BS3TextAreaFieldWidget,
     BS3TextFieldWidget,
@@ -20,7 +20,7 @@ from .formatting import color_badge
 _COLOR = Regexp(r"^#[0-9a-fA-F]{6}$", message=_l("Use a colour like #1a2b3c."))
 
 
-class ClientGroupView(ModelView):
+class ClientGroupView(SettingsModelView):
     datamodel = SQLAInterface(ClientGroup)
     class_permission_name = CLIENT_GROUPS
     list_title = _l("Client Groups")
@@ -43,7 +43,7 @@ ClientGroup.badge = property(lambda self: color_badge(self.name, self.color))
 Tag.badge = property(lambda self: color_badge(self.name, self.color))
 
 
-class TagView(ModelView):
+class TagView(SettingsModelView):
     datamodel = SQLAInterface(Tag)
     class_permission_name = TAGS
     list_title = _l("Tags")
@@ -70,7 +70,7 @@ def _options_for_select(form, field):
         raise ValidationError(_l("A select field needs at least one option (one a line)."))
 
 
-class CustomFieldView(ModelView):
+class CustomFieldView(SettingsModelView):
     datamodel = SQLAInterface(CustomField)
     class_permission_name = CUSTOM_FIELDS
     list_title = _l("Custom Fields")
