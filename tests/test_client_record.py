@@ -135,6 +135,7 @@ def test_profile_update_applies_every_field_and_logs_one_diff(app, db, admin, cl
         blocked="1",
         blocked_reason="Chargeback",
         never_auto_suspend="1",
+        tax_exempt="1",
         group_id=str(group.id),
         tag_ids=[str(tag1.id), str(tag2.id)],
         manager_id=str(staff["manager1"].id),
@@ -151,6 +152,7 @@ def test_profile_update_applies_every_field_and_logs_one_diff(app, db, admin, cl
         "Anne", "Schmidt AG", "DE136695976", "X123", "+49307654321")
     assert (c.language, c.currency.code, c.credit_limit, c.status) == ("de", "USD", Decimal("250.5000"), "active")
     assert c.blocked and c.blocked_reason == "Chargeback" and c.never_auto_suspend and c.is_reseller
+    assert c.tax_exempt
     assert c.group_id == group.id and sorted(t.name for t in c.tags) == ["Legacy", "Priority"]
     assert c.manager_id == staff["manager1"].id and c.parent_id == other.id
     assert (c.latitude, c.longitude) == (52.52, 13.405)
@@ -162,6 +164,7 @@ def test_profile_update_applies_every_field_and_logs_one_diff(app, db, admin, cl
     assert entry.changes["firstname"] == ["Anna", "Anne"]
     assert entry.changes["tags"] == [[], ["Legacy", "Priority"]]
     assert entry.changes["blocked_reason"] == ["", "Chargeback"]
+    assert entry.changes["tax_exempt"] == [False, True]
     assert "lastname" not in entry.changes
 
     # Saving the unchanged form writes no log row.

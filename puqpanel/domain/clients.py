@@ -41,8 +41,8 @@ from .validation import (
 # Fields the activity log records for a client (staff-only national_id included: the log is staff-only).
 PROFILE_FIELDS = (
     "firstname", "lastname", "company_name", "tax_id", "national_id", "phone", "language", "currency_id",
-    "status", "blocked", "blocked_reason", "never_auto_suspend", "credit_limit", "admin_notes", "group_id",
-    "manager_id", "parent_id", "is_reseller", "latitude", "longitude",
+    "status", "blocked", "blocked_reason", "never_auto_suspend", "tax_exempt", "credit_limit", "admin_notes",
+    "group_id", "manager_id", "parent_id", "is_reseller", "latitude", "longitude",
 )
 ADDRESS_FIELDS = (
     "type", "name", "contact_name", "contact_phone", "contact_email", "address1", "address2", "city",

@@ -145,6 +145,7 @@ def update_profile(client: Client, data: Mapping[str, Any]) -> dict[str, list]:
     if not values["blocked"]:
         values["blocked_reason"] = ""
     values["never_auto_suspend"] = is_true(data.get("never_auto_suspend"))
+    values["tax_exempt"] = is_true(data.get("tax_exempt"))
     values["is_reseller"] = is_true(data.get("is_reseller"))
 
     group_id = _optional_id(errors, data, "group_id")
