@@ -294,3 +294,21 @@ def test_task_reports_skipped_for_nothing_to_check(db, server, new_client):
     from flask import current_app
 
     assert vies.TASK_NAME in current_app.extensions["celery"].tasks
+
+
+def test_moving_the_billing_address_to_another_country_resets_and_rechecks(db, server, new_client, de_company):
+    from puqpanel.domain import addresses
+
+    server.answer(FR_VAT, 200, answer(True, "VALID", name="EXEMPLE SARL"))
+    client = fresh(db, french(new_client))
+    assert client.vies_status == "valid"
+    billing = client.billing_address
+    server.answer(FR_VAT, 200, answer(False, "INVALID"))
+    addresses.update_address(client, billing.id, {
+        "type": "billing", "name": billing.name or "", "address1": "Kalverstraat 1", "city": "Amsterdam",
+        "postcode": "1012 NX", "country": "NL", "region": "",
+    })
+    client = fresh(db, client)
+    # The old answer was forgotten and the VAT id checked again (the fake VIES now says invalid).
+    assert client.vies_status == "invalid" and len(server.requests) == 2
+    assert tax_for_client(client).reverse_charge is False

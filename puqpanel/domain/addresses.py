@@ -7,6 +7,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
 from ..models import ADDRESS_TYPES, Client, ClientAddress
+from ..billing import vies
 from . import DomainError, activity, collect
 from .clients import ADDRESS_FIELDS, get_client_row
 from .session import get_session, transaction
@@ -82,11 +83,16 @@ def update_address(client: Client, address_id: int, data: Mapping[str, Any]) -> 
     values = _validate(data, address)
     before = activity.snapshot(address, ADDRESS_FIELDS)
     changes = activity.diff(before, {**before, **values})
+    country_moved = address.type == "billing" and "country" in changes
     if changes:
         with transaction():
             for name, value in values.items():
                 setattr(address, name, value)
+            if country_moved:
+                vies.identity_changed(client)  # the last VIES answer was about the old member state
             _log(client, address, "address.update", changes, "updated")
+    if country_moved and client.tax_id:
+        vies.schedule_check(client.id)
     return changes
 
 
