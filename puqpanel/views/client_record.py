@@ -62,6 +62,14 @@ TABS = (
 )
 
 
+def client_or_404(client_id: int) -> Client:
+    """The client, or a 404 when it doesn't exist or is outside the caller's scope (the same answer)."""
+    try:
+        return get_client(client_id)
+    except NotFound:
+        abort(404)
+
+
 def record_permissions() -> dict[str, bool]:
     """What the current staff user may do on a client record (templates hide what it may not)."""
     can = {
@@ -145,10 +153,7 @@ class ClientRecordView(BaseView):
     # -- helpers -------------------------------------------------------------------------------------
     @staticmethod
     def _client(client_id: int) -> Client:
-        try:
-            return get_client(client_id)
-        except NotFound:
-            abort(404)
+        return client_or_404(client_id)
 
     def _render(self, tab: str, client: Client, status: int = 200, **kwargs):
         return render_record(self, f"puqpanel/record/{tab}.html", client, tab, status, **kwargs)

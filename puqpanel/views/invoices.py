@@ -21,11 +21,10 @@ from flask_babel import gettext as _
 from ..billing import clock, invoicing, payments
 from ..billing.gateways import all_gateways, available_gateways, get_gateway
 from ..domain import DomainError, NotFound
-from ..domain.clients import get_client
 from ..domain.directory import parse_page
 from ..models import INVOICE_STATUSES, INVOICE_TYPES, Client, Invoice
 from ..security import BILLING, BILLING_PERMS
-from .client_record import ID, RECORD, render_record
+from .client_record import ID, RECORD, client_or_404, render_record
 from .ledger import TYPE_LABELS as LEDGER_TYPE_LABELS
 
 log = logging.getLogger(__name__)
@@ -96,10 +95,7 @@ class ClientInvoicesView(BaseView):
     # -- helpers -------------------------------------------------------------------------------------
     @staticmethod
     def _client(client_id: int) -> Client:
-        try:
-            return get_client(client_id)
-        except NotFound:
-            abort(404)
+        return client_or_404(client_id)
 
     @staticmethod
     def _document(client: Client, invoice_id: int) -> Invoice:

@@ -5,7 +5,7 @@ adjustment. The client is loaded through domain.clients.get_client (404 outside 
 """
 from __future__ import annotations
 
-from flask import abort, current_app, flash, redirect, request, url_for
+from flask import current_app, flash, redirect, request, url_for
 from flask_appbuilder import BaseView, expose
 from flask_appbuilder.security.decorators import has_access
 from flask_babel import gettext as _
@@ -14,12 +14,11 @@ from werkzeug.routing import BuildError
 
 from ..billing import ledger as ledger_domain
 from ..billing.gateways import all_gateways
-from ..domain import DomainError, NotFound
-from ..domain.clients import get_client
+from ..domain import DomainError
 from ..domain.directory import parse_page
 from ..models import TRANSACTION_TYPES, Client
 from ..security import BILLING, BILLING_PERMS
-from .client_record import RECORD, render_record
+from .client_record import RECORD, client_or_404, render_record
 from .formatting import money
 
 PAGE_SIZE = 50
@@ -63,10 +62,7 @@ class ClientLedgerView(BaseView):
 
     @staticmethod
     def _client(client_id: int) -> Client:
-        try:
-            return get_client(client_id)
-        except NotFound:
-            abort(404)
+        return client_or_404(client_id)
 
     def _render(self, client: Client, modal: dict | None = None, status: int = 200):
         filters, filter_errors = ledger_domain.parse_filters(request.args)

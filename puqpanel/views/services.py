@@ -17,12 +17,11 @@ from flask_babel import lazy_gettext as _l
 from ..billing import catalog, services as service_domain
 from ..billing.charging import is_hourly_billed
 from ..domain import DomainError, NotFound
-from ..domain.clients import get_client
 from ..domain.directory import parse_page
 from ..domain.validation import is_true
 from ..models import Client, Service
 from ..security import BILLING, BILLING_PERMS
-from .client_record import ID, RECORD, render_record
+from .client_record import ID, RECORD, client_or_404, render_record
 
 PAGE_SIZE = 100
 
@@ -91,10 +90,7 @@ class ClientServicesView(BaseView):
     # -- helpers ---------------------------------------------------------------------------------------------
     @staticmethod
     def _client(client_id: int) -> Client:
-        try:
-            return get_client(client_id)
-        except NotFound:
-            abort(404)
+        return client_or_404(client_id)
 
     @staticmethod
     def _service(client: Client, service_id: int) -> Service:
