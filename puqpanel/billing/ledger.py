@@ -7,7 +7,6 @@ Lock order everywhere: invoice → client → document counter.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Mapping
@@ -18,6 +17,7 @@ from sqlalchemy.orm import Session, aliased
 
 from ..domain import DomainError, NotFound, activity
 from ..domain.session import get_session
+from ..domain.validation import parse_date_arg
 from ..models import TRANSACTION_TYPES, Client, Invoice, Product, Service, Transaction, User
 from ..models.base import MONEY_MAX
 from . import clock
@@ -230,13 +230,8 @@ def parse_filters(args: Mapping[str, Any]) -> tuple[LedgerFilters, dict[str, str
     elif kind:
         errors["type"] = str(_l("Not a valid choice."))
     for name in ("date_from", "date_to"):
-        raw = str(args.get(name) or "").strip()
-        if not raw:
-            continue
         try:
-            if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", raw):
-                raise ValueError(raw)
-            setattr(filters, name, dt.date.fromisoformat(raw))
+            setattr(filters, name, parse_date_arg(args.get(name)))
         except ValueError:
             errors[name] = str(_l("Enter a date like 2025-01-31."))
     return filters, errors

@@ -35,7 +35,7 @@ from ..models import (
 from ..security import client_scope, current_user_id
 from . import DomainError
 from .session import get_session
-from .validation import parse_id
+from .validation import parse_date_arg, parse_id
 
 SCOPES = ("all", "own", "managed")
 # Every request argument the directory reads; links rebuilt from a request carry these and nothing else.
@@ -193,13 +193,6 @@ def _id(value: Any, name: str) -> int | None:
         raise ValueError(text) from None
 
 
-def _date(value: Any) -> dt.date | None:
-    value = str(value or "").strip()
-    if not value:
-        return None
-    return dt.date.fromisoformat(value)
-
-
 def parse_filters(args: Mapping[str, Any]) -> tuple[DirectoryFilters, dict[str, str]]:
     """Filters from request arguments. Bad values are dropped and reported in the errors dict."""
     filters = DirectoryFilters()
@@ -234,7 +227,7 @@ def parse_filters(args: Mapping[str, Any]) -> tuple[DirectoryFilters, dict[str, 
         errors["country"] = str(_l("Choose a valid country."))
     for name in ("created_from", "created_to"):
         try:
-            setattr(filters, name, _date(args.get(name)))
+            setattr(filters, name, parse_date_arg(args.get(name)))
         except ValueError:
             errors[name] = str(_l("Enter a date like 2025-01-31."))
     return filters, errors

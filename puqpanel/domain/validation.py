@@ -1,6 +1,8 @@
 """Field validation with the field's libraries: pycountry, python-stdnum, phonenumbers, email-validator."""
 from __future__ import annotations
 
+import datetime as dt
+
 import re
 from functools import lru_cache
 from typing import Any, Iterable, Mapping
@@ -165,3 +167,13 @@ def is_true(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in _TRUE_WORDS
     return bool(value)
+
+
+def parse_date_arg(value) -> dt.date | None:
+    """A YYYY-MM-DD filter argument (blank → None); ValueError for anything else."""
+    value = str(value or "").strip()
+    if not value:
+        return None
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        raise ValueError(value)
+    return dt.date.fromisoformat(value)
