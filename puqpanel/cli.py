@@ -86,7 +86,9 @@ def verify_ledger_command():
     click.echo(f"ledger OK: {clients} clients, {transactions} transactions")
 
 
-commands = [init_command, create_admin_command, demo_command, verify_ledger_command]
+from .billing_cli import billing_group  # noqa: E402
+
+commands = [init_command, create_admin_command, demo_command, verify_ledger_command, billing_group]
 
 
 @click.group("puqpanel")

@@ -30,6 +30,23 @@ def _secret_key(instance_path: Path) -> str:
     return key
 
 
+def beat_schedule() -> dict:
+    """When celery beat starts the engine's jobs (UTC). The cycle (cancel, create, unsuspend, charge,
+    suspend, terminate) runs every PUQPANEL_CYCLE_MINUTES (default 5): hourly-billed services are charged
+    at most that late into their hour. Run exactly one beat process."""
+    from celery.schedules import crontab
+
+    minutes = int(os.environ.get("PUQPANEL_CYCLE_MINUTES") or 5)
+    task = "puqpanel.engine.scheduled"
+    return {
+        "billing-cycle": {"task": task, "schedule": crontab(minute=f"*/{minutes}"), "args": ("cycle",)},
+        "convert-prices": {"task": task, "schedule": crontab(minute=10, hour=2), "args": ("convert_prices",)},
+        "revalidate-vat": {"task": task, "schedule": crontab(minute=20, hour=3), "args": ("revalidate_vat",)},
+        "overdue-reminders": {"task": task, "schedule": crontab(minute=0, hour=8), "args": ("reminders",)},
+        "send-email": {"task": task, "schedule": crontab(minute="*"), "args": ("send_email",)},
+    }
+
+
 def build_config(instance_path: str) -> dict:
     instance = Path(instance_path)
     instance.mkdir(parents=True, exist_ok=True)
@@ -74,7 +91,15 @@ def build_config(instance_path: str) -> dict:
             "task_acks_late": True,
             "task_reject_on_worker_lost": True,
             "worker_prefetch_multiplier": 1,
+            # A message a dead worker held goes back to the queue after this many seconds (Redis).
+            "broker_transport_options": {
+                "visibility_timeout": int(os.environ.get("PUQPANEL_VISIBILITY_TIMEOUT") or 3600)
+            },
+            "beat_schedule": beat_schedule(),
         },
+        # Billing engine: services per chunk task; minutes after which a "running" run counts as lost.
+        "PUQPANEL_BILLING_CHUNK_SIZE": int(os.environ.get("PUQPANEL_BILLING_CHUNK_SIZE") or 5000),
+        "PUQPANEL_RUN_STALE_MINUTES": 60,
         # Client directory
         "PUQPANEL_PAGE_SIZES": (25, 50, 100, 250),
         "PUQPANEL_DEFAULT_PAGE_SIZE": 25,

@@ -49,14 +49,16 @@ def add_months(moment: dt.datetime, months: int, day: int | None = None) -> dt.d
     return moment.replace(year=year, month=month, day=min(day or moment.day, last))
 
 
-def period_bounds(period: str, start: dt.datetime, anchor: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime | None]:
+def period_bounds(
+    period: str, start: dt.datetime, anchor: dt.datetime | None = None, anchor_day: int | None = None
+) -> tuple[dt.datetime, dt.datetime | None]:
     """(start, stop) of the billing period beginning at `start`. Month-based periods end on the anchor's
     day of the month (default: start's day), clamped to the month's end; hour-based ones after their hours;
     one_time → (start, None). ValueError for an unknown period."""
     if period == "one_time":
         return start, None
     if period in PERIOD_MONTHS:
-        return start, add_months(start, PERIOD_MONTHS[period], day=(anchor or start).day)
+        return start, add_months(start, PERIOD_MONTHS[period], day=anchor_day or (anchor or start).day)
     hours = PERIOD_HOURS.get(period)
     if not hours:
         raise ValueError(f"unknown billing period {period!r}")
@@ -90,7 +92,15 @@ def charge_bounds(service: Service, start: dt.datetime) -> tuple[dt.datetime, dt
     otherwise the price's whole period (anchored on the activation day)."""
     if is_hourly_billed(service):
         return start, start + HOUR
-    return period_bounds(_price(service).period, start, anchor=service.activated_at)
+    return period_bounds(_price(service).period, start, anchor_day=billing_anchor_day(service))
+
+
+def billing_anchor_day(service: Service) -> int | None:
+    """The day of the month that month-based periods end on: the day billing resumed after a suspension,
+    else the activation day (None: the period's own start day)."""
+    if service.billing_anchor_day:
+        return service.billing_anchor_day
+    return service.activated_at.day if service.activated_at is not None else None
 
 
 def charge_amount(service: Service, start: dt.datetime) -> Decimal:

@@ -260,12 +260,17 @@ def suspend(service: Service, reason: str, kind: str = "staff") -> Service:
 
 
 def unsuspend(service: Service) -> Service:
-    """suspended → active (the billing engine charges from paid_until on as usual)."""
+    """suspended → active. Billing resumes now: the suspended time is not charged (paid-until moves to now
+    if it lies behind, and month-based periods re-anchor on today), as the billing engine's unsuspend does."""
     with transaction():
         _client, service = _locked(service)
         if service.status != "suspended":
             raise _refuse("unsuspend")
         before = activity.snapshot(service, _LOGGED_FIELDS)
+        now = clock.now().replace(microsecond=0)
+        if service.paid_until is not None and service.paid_until < now:
+            service.paid_until = now
+            service.billing_anchor_day = now.day
         service.status = "active"
         service.provision_status = "completed"
         service.status_reason = ""

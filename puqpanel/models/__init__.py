@@ -2,6 +2,15 @@
 from flask_appbuilder.security.sqla.models import User  # noqa: F401  (FAB's tables join the metadata)
 
 from .activity import ActivityLog
+from .automation import (
+    CHUNK_STATUSES,
+    OUTBOX_STATUSES,
+    RUN_STATUSES,
+    RUN_TRIGGERS,
+    AutomationChunk,
+    AutomationRun,
+    EmailOutbox,
+)
 from .base import ZERO, Money, utcnow
 from .billing import (
     INVOICE_KINDS,
@@ -45,4 +54,6 @@ __all__ = [
     "INVOICE_TYPES", "SERVICE_STATUSES", "ZERO", "ActivityLog", "Client", "ClientAddress", "ClientGroup",
     "ClientNote", "ClientUser", "Currency", "CustomField", "CustomFieldValue", "HomeCompany", "Invoice",
     "Money", "Service", "Tag", "TaxRule", "User", "UserSecurity", "client_tag", "utcnow",
+    "CHUNK_STATUSES", "OUTBOX_STATUSES", "RUN_STATUSES", "RUN_TRIGGERS", "AutomationChunk", "AutomationRun",
+    "EmailOutbox",
 ]

@@ -71,6 +71,9 @@ class Service(Model):
     paid_until: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, nullable=True)
     # Set once the setup fee was charged (so it is never charged twice).
     setup_charged: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    # Day of the month that month-based periods end on (Jan 31 → Feb 28 → Mar 31); NULL: the activation
+    # day. Billing resumed after a suspension re-anchors on the day it resumed.
+    billing_anchor_day: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
 
     product: Mapped[Optional[Product]] = relationship()
     price: Mapped[Optional[ProductPrice]] = relationship()

@@ -23,4 +23,5 @@ def celery_init_app(app: Flask) -> Celery:
     app.extensions["celery"] = celery_app
     celery_app.autodiscover_tasks(["puqpanel.tasks"], related_name="jobs", force=True)
     celery_app.autodiscover_tasks(["puqpanel.tasks"], related_name="vies", force=True)
+    celery_app.autodiscover_tasks(["puqpanel.tasks"], related_name="engine", force=True)
     return celery_app

@@ -1,0 +1,1 @@
+"""The billing engine: scheduled, set-based, chunked jobs (see runs.py)."""

@@ -1,0 +1,191 @@
+"""Service lifecycle jobs of the billing cycle, per service-id range (chunk), each chunk one transaction:
+
+- cancel:    pending, never provisioned or charged (provision status "pending", setup not charged), ordered
+             longer ago than the product's cancellation delay → cancelled;
+- create:    pending services whose setup fee + first charge are covered → provisioned and activated by
+             `services.activate` (one service at a time: a provisioning module talks to the outside world),
+             otherwise left pending with the reason "Insufficient funds";
+- unsuspend: suspended for non-payment, the next charge covered again (cheapest first per client, like the
+             charge job) → active; billing resumes at that moment (the suspended time is not charged) and
+             month-based periods are re-anchored on that day;
+- suspend:   active, due, and not covered once the charge job ran (the same cheapest-first order, so what
+             the charge job could not pay is exactly what gets suspended), client not exempt → suspended,
+             kind non-payment, dated;
+- terminate: a termination request whose paid period has ended (one-time services: at once), or a
+             non-payment suspension older than the product's termination delay → terminated. Staff
+             suspensions are never terminated automatically.
+
+Every service that changes gets a "service.<verb>" activity entry (actor: the system) with the run id.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import insert, select, text
+
+from ...domain import DomainError
+from ...models import ActivityLog, Service
+from .. import services as service_domain
+from .charge import DUE, lock_clients
+from .counts import Counts
+from .sql import Dialect, typed_text
+
+
+def _update(session, ids: list[int], values_sql: str, params: dict, guard: str) -> list[tuple[int, int]]:
+    """UPDATE the services `ids` whose row still satisfies `guard` (a staff action may have moved one since
+    it was chosen); (id, client_id) of each row updated."""
+    if not ids:
+        return []
+    sql = typed_text(f"UPDATE puq_service SET {values_sql} WHERE id IN :ids AND {guard} RETURNING id, client_id",
+                     expanding=("ids",))
+    return [tuple(row) for row in session.execute(sql, dict(params, ids=ids))]
+
+
+def _log(session, rows: list[tuple[int, int]], verb: str, before: str, after: str, reason: str,
+         run_id: int | None, at: dt.datetime) -> None:
+    if not rows:
+        return
+    changes = {"status": [before, after], "reason": reason}
+    if run_id is not None:
+        changes["run"] = run_id
+    session.execute(insert(ActivityLog), [
+        {"created_at": at, "actor_id": None, "impersonator_id": None, "client_id": client_id,
+         "action": f"service.{verb}", "object_type": "service", "object_id": service_id,
+         "changes": json.loads(json.dumps(changes)), "description": reason, "ip": ""}
+        for service_id, client_id in rows
+    ])
+
+
+def cancel_chunk(session, d: Dialect, run_id, lo: int, hi: int, at: dt.datetime) -> Counts:
+    reason = str(_l("Not paid within the cancellation delay"))
+    ids = list(session.execute(typed_text(f"""
+        SELECT s.id FROM puq_service s JOIN puq_product pr ON pr.id = s.product_id
+        WHERE s.id BETWEEN :lo AND :hi AND s.status = 'pending' AND s.provision_status = 'pending'
+          AND NOT s.setup_charged AND {d.add_hours('s.created_at', 'pr.cancellation_delay_hours')} <= :at
+        ORDER BY s.id"""), {"lo": lo, "hi": hi, "at": at}).scalars())
+    rows = _update(session, ids, "status = 'cancelled', provision_status = 'cancelled', cancelled_at = :at, "
+                   "status_reason = :reason", {"at": at, "reason": reason},
+                   "status = 'pending' AND provision_status = 'pending' AND NOT setup_charged")
+    _log(session, rows, "cancel", "pending", "cancelled", reason, run_id, at)
+    return Counts({"cancelled": len(rows)})
+
+
+def _resume_at(d: Dialect) -> str:
+    """Where billing resumes: the paid-until if still ahead, else now."""
+    return "(CASE WHEN s.paid_until > :at THEN s.paid_until ELSE :at END)"
+
+
+def unsuspend_chunk(session, d: Dialect, run_id, lo: int, hi: int, at: dt.datetime) -> Counts:
+    where = ("s.id BETWEEN :lo AND :hi AND s.status = 'suspended' AND s.suspension_kind = 'non_payment' "
+             "AND s.termination_requested_at IS NULL")
+    params = {"lo": lo, "hi": hi, "at": at}
+    if not lock_clients(session, d, where, params):
+        return Counts()
+    amount = f"(CASE WHEN p.period = 'one_time' THEN 0 ELSE {d.charge_amount(_resume_at(d))} END)"
+    ids = list(session.execute(typed_text(f"""
+        SELECT r.service_id FROM (
+            SELECT due.*, SUM(due.amount) OVER (PARTITION BY due.client_id ORDER BY due.amount, due.service_id
+                                                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum
+            FROM (
+                SELECT s.id AS service_id, s.client_id AS client_id, {amount} AS amount, c.balance AS balance,
+                       c.credit_limit AS credit_limit, c.never_auto_suspend AS exempt
+                FROM puq_service s JOIN puq_product_price p ON p.id = s.price_id
+                JOIN puq_product pr ON pr.id = p.product_id JOIN puq_client c ON c.id = s.client_id
+                WHERE {where} AND p.currency_id = c.currency_id
+            ) due
+        ) r WHERE r.exempt OR r.balance + r.credit_limit >= r.cum ORDER BY r.service_id"""), params).scalars())
+    rows = _update(session, ids, (
+        "status = 'active', provision_status = 'completed', status_reason = '', suspension_kind = '', "
+        "billing_anchor_day = CASE WHEN paid_until < :at THEN :at_day ELSE billing_anchor_day END, "
+        "paid_until = CASE WHEN paid_until < :at THEN :at ELSE paid_until END"), dict(params, at_day=at.day),
+        "status = 'suspended' AND suspension_kind = 'non_payment'")
+    _log(session, rows, "unsuspend", "suspended", "active", str(_l("Funds cover the next charge again")),
+         run_id, at)
+    return Counts({"unsuspended": len(rows)})
+
+
+def suspend_chunk(session, d: Dialect, run_id, lo: int, hi: int, at: dt.datetime) -> Counts:
+    params = {"lo": lo, "hi": hi, "at": at}
+    if not lock_clients(session, d, DUE, params):
+        return Counts()
+    reason = str(_l("Insufficient funds for the next charge"))
+    ids = list(session.execute(typed_text(f"""
+        SELECT r.service_id FROM (
+            SELECT due.*, SUM(due.amount) OVER (PARTITION BY due.client_id ORDER BY due.amount, due.service_id
+                                                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum
+            FROM (
+                SELECT s.id AS service_id, s.client_id AS client_id, {d.charge_amount('s.paid_until')} AS amount,
+                       c.balance AS balance, c.credit_limit AS credit_limit, c.never_auto_suspend AS exempt
+                FROM puq_service s JOIN puq_product_price p ON p.id = s.price_id
+                JOIN puq_product pr ON pr.id = p.product_id JOIN puq_client c ON c.id = s.client_id
+                WHERE {DUE} AND p.period <> 'one_time' AND p.currency_id = c.currency_id
+            ) due
+        ) r WHERE NOT r.exempt AND r.balance + r.credit_limit < r.cum ORDER BY r.service_id"""), params).scalars())
+    rows = _update(session, ids, (
+        "status = 'suspended', provision_status = 'suspended', suspended_at = :at, status_reason = :reason, "
+        "suspension_kind = 'non_payment'"), dict(params, reason=reason), "status = 'active'")
+    _log(session, rows, "suspend", "active", "suspended", reason, run_id, at)
+    return Counts({"suspended": len(rows)})
+
+
+def terminate_chunk(session, d: Dialect, run_id, lo: int, hi: int, at: dt.datetime) -> Counts:
+    params = {"lo": lo, "hi": hi, "at": at}
+    counts = Counts()
+    requested = list(session.execute(typed_text("""
+        SELECT s.id FROM puq_service s
+        WHERE s.id BETWEEN :lo AND :hi AND s.status IN ('active', 'suspended')
+          AND s.termination_requested_at IS NOT NULL AND s.termination_requested_at <= :at
+          AND (s.paid_until IS NULL OR s.paid_until <= :at) ORDER BY s.id"""), params).scalars())
+    overdue = list(session.execute(typed_text(f"""
+        SELECT s.id FROM puq_service s JOIN puq_product pr ON pr.id = s.product_id
+        WHERE s.id BETWEEN :lo AND :hi AND s.status = 'suspended' AND s.suspension_kind = 'non_payment'
+          AND s.termination_requested_at IS NULL
+          AND {d.add_hours('s.suspended_at', 'pr.termination_delay_hours')} <= :at ORDER BY s.id"""),
+        params).scalars())
+    for ids, reason, key in (
+        (requested, str(_l("Termination requested; the paid period has ended")), "terminated_on_request"),
+        (overdue, str(_l("Suspended for non-payment longer than the termination delay")), "terminated_overdue"),
+    ):
+        statuses = dict(session.execute(
+            select(Service.id, Service.status).where(Service.id.in_(ids))).all()) if ids else {}
+        rows = _update(session, ids, (
+            "status = 'terminated', provision_status = 'terminated', terminated_at = :at, "
+            "status_reason = :reason, suspension_kind = ''"), dict(params, reason=reason),
+            "status IN ('active', 'suspended')")
+        for status in ("active", "suspended"):
+            subset = [row for row in rows if statuses.get(row[0]) == status]
+            _log(session, subset, "terminate", status, "terminated", reason, run_id, at)
+        counts.add(key, len(rows))
+    return counts
+
+
+def create_chunk(session, d: Dialect, run_id, lo: int, hi: int, at: dt.datetime, dry_run: bool = False) -> Counts:
+    """Activate pending services whose first charges are covered (services.activate: provision, charge the
+    setup fee and the first period, log). Each service commits on its own; a re-run finds them active."""
+    counts = Counts()
+    pending = list(session.scalars(
+        select(Service).where(Service.id.between(lo, hi), Service.status == "pending",
+                              Service.provision_status == "pending").order_by(Service.id)))
+    insufficient = str(_l("Insufficient funds"))
+    for service in pending:
+        if dry_run:
+            counts.add("to_create", 1)
+            continue
+        try:
+            service = service_domain.activate(service)
+        except DomainError:
+            session.rollback()
+            changed = session.execute(
+                text("UPDATE puq_service SET status_reason = :reason WHERE id = :id AND status = 'pending' "
+                     "AND status_reason <> :reason"), {"reason": insufficient, "id": service.id}).rowcount
+            session.commit()
+            counts.add("insufficient_funds", 1)
+            counts.add("marked_insufficient", changed)
+            continue
+        if service.status == "active":
+            counts.add("created", 1)
+        else:
+            counts.add("provisioning_errors", 1)
+    return counts
