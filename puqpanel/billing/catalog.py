@@ -289,8 +289,9 @@ def convert_product_prices(product: Product) -> int:
                     setattr(row, name, value)
                 row.converted_at = now
                 changed += 1
-        activity.record("product.convert_prices", object_type="product", object_id=product.id,
-                        changes={"changed": changed, "source": default.code})
+        if changed:
+            activity.record("product.convert_prices", object_type="product", object_id=product.id,
+                            changes={"changed": changed, "source": default.code})
     return changed
 
 

@@ -40,7 +40,6 @@ class Service(Model):
     __tablename__ = "puq_service"
     __table_args__ = (
         Index("ix_puq_service_client_status", "client_id", "status"),
-        Index("ix_puq_service_status_paid_until", "status", "paid_until"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -11,7 +11,8 @@ Per chunk:
 3. rounds repeat while a charged service is still due: a run after a 5-hour outage charges the 5 missed
    hours of an hourly-billed plan and the current one, **each period its own ledger row** (one row per
    (service, period start), so the unique key keeps guarding every hour);
-4. one activity entry per client touched ("automation.charge": periods, amount, run).
+4. one activity entry per client charged in a round ("automation.charge": periods, amount, run) — written by
+   the same statement; a catch-up of several month-based periods writes one per round.
 
 Funds: per client, due services are taken cheapest first (then by id) while balance + credit limit covers
 the running total; the rest stay due and the suspend job, which applies the same order to what is left,
@@ -32,7 +33,7 @@ from sqlalchemy import text
 from ...models import PERIODS
 from ..catalog import period_label
 from .counts import Counts
-from .sql import Dialect, typed_text
+from .sql import MONTH_PERIODS, Dialect, hours_case, typed_text
 
 # A chunk stops after this many rounds (periods per service); what is still due is charged next run.
 MAX_ROUNDS = 24 * 31
@@ -61,23 +62,38 @@ def label_params() -> dict[str, str]:
     return params
 
 
-def _chosen(d: Dialect) -> str:
-    """Due services of the range that the client's funds cover (cheapest first), with their charge."""
-    amount = d.charge_amount("s.paid_until")
+def _chosen(d: Dialect, expand: bool = False) -> str:
+    """The periods to charge in this round: for every due service of the range its next period, or with
+    `expand` all its periods that have started by :at (hour-based periods, at most MAX_ROUNDS of them; one
+    month-based period per round), as far as the client's funds cover them — first periods of all services
+    cheapest first, then second periods, … (so a service's periods are always paid in order). The first
+    round of a chunk doesn't expand (the usual case: one period due; no set-returning join for the planner
+    to misjudge); later rounds, only needed after an outage, do."""
+    month_based = f"p.period IN ({', '.join(repr(p) for p in MONTH_PERIODS)})"
+    step = f"(CASE WHEN {d.hourly_billed()} THEN 1 ELSE {hours_case('p.period')} END)"
+    count = f"(CASE WHEN {month_based} AND NOT {d.hourly_billed()} THEN 1 ELSE {d.periods_started('s.paid_until', step)} END)"
+    start = f"(CASE WHEN k.n = 0 THEN s.paid_until ELSE {d.add_hours('s.paid_until', f'k.n * {step}')} END)"
+    stop = (f"(CASE WHEN {month_based} AND NOT {d.hourly_billed()} THEN {d.charge_stop('s.paid_until')} "
+            f"ELSE {d.add_hours('s.paid_until', f'(k.n + 1) * {step}')} END)")
+    if not expand:
+        start, stop = "s.paid_until", d.charge_stop("s.paid_until")
+    numbers = d.numbers(f"LEAST_({count}, {MAX_ROUNDS})") if expand else ""
+    seq = "k.n" if expand else "0"
     return f"""
         SELECT r.* FROM (
             SELECT due.*, SUM(due.amount) OVER (
-                       PARTITION BY due.client_id ORDER BY due.amount, due.service_id
+                       PARTITION BY due.client_id ORDER BY due.seq, due.amount, due.service_id
                        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum
             FROM (
-                SELECT s.id AS service_id, s.client_id AS client_id, s.paid_until AS period_start,
-                       {d.charge_stop("s.paid_until")} AS period_stop, {amount} AS amount,
+                SELECT s.id AS service_id, s.client_id AS client_id, {seq} AS seq, {start} AS period_start,
+                       {stop} AS period_stop, {d.charge_amount(start)} AS amount,
                        {_description(d)} AS description, c.currency_id AS currency_id,
                        c.balance AS balance, c.credit_limit AS credit_limit, c.never_auto_suspend AS exempt
                 FROM puq_service s
                 JOIN puq_product_price p ON p.id = s.price_id
                 JOIN puq_product pr ON pr.id = p.product_id
                 JOIN puq_client c ON c.id = s.client_id
+                {numbers}
                 WHERE {DUE} AND p.period <> 'one_time' AND p.currency_id = c.currency_id {{clients}}
             ) due
         ) r
@@ -107,9 +123,10 @@ def lock_clients(session, d: Dialect, where: str, params: dict) -> list[int]:
     return list(session.execute(typed_text(sql), params).scalars())
 
 
-def _round_postgres(session, d: Dialect, params: dict) -> tuple[int, int, int, dict]:
-    chosen = _chosen(d).format(clients="AND s.client_id = ANY(CAST(:ids AS integer[]))")
-    sql = f"""
+def round_sql_postgres(d: Dialect, expand: bool = False) -> str:
+    """One round on PostgreSQL: a single statement of data-modifying CTEs."""
+    chosen = _chosen(d, expand).format(clients="AND s.client_id = ANY(CAST(:ids AS integer[]))")
+    return f"""
         WITH chosen AS ({chosen}),
         ins AS (
             INSERT INTO puq_transaction ({_INSERT_COLUMNS})
@@ -118,81 +135,91 @@ def _round_postgres(session, d: Dialect, params: dict) -> tuple[int, int, int, d
             RETURNING client_id, currency_id, net
         ),
         moved AS (
-            UPDATE puq_service s SET paid_until = chosen.period_stop FROM chosen
-            WHERE s.id = chosen.service_id RETURNING chosen.period_stop
+            UPDATE puq_service s SET paid_until = m.stop
+            FROM (SELECT service_id, max(period_stop) AS stop FROM chosen GROUP BY service_id) m
+            WHERE s.id = m.service_id RETURNING m.stop AS period_stop
         ),
+        per_client AS (SELECT client_id, count(*) AS periods, sum(net) AS total FROM ins GROUP BY client_id),
         bal AS (
-            UPDATE puq_client c SET balance = c.balance + t.total
-            FROM (SELECT client_id, sum(net) AS total FROM ins GROUP BY client_id) t
+            UPDATE puq_client c SET balance = c.balance + t.total FROM per_client t
             WHERE c.id = t.client_id RETURNING c.id
-        )
+        ),
+        logged AS ({_log_insert(d, "per_client")} RETURNING 1)
         SELECT 'moved', CAST(NULL AS integer), (SELECT count(*) FROM moved), (SELECT count(*) FROM moved WHERE period_stop <= :at)
-        UNION ALL SELECT 'expected', NULL, (SELECT count(*) FROM chosen WHERE amount > 0), 0
-        UNION ALL SELECT 'bal', NULL, (SELECT count(*) FROM bal), 0
+        UNION ALL SELECT 'expected', NULL, (SELECT count(*) FROM chosen WHERE amount > 0), (SELECT count(*) FROM chosen)
+        UNION ALL SELECT 'bal', NULL, (SELECT count(*) FROM bal), (SELECT count(*) FROM logged)
         UNION ALL SELECT 'ins', currency_id, count(*), sum(net) FROM ins GROUP BY currency_id
     """
-    moved = still_due = expected = inserted = 0
+
+
+def _round_postgres(session, d: Dialect, params: dict, expand: bool) -> tuple[int, int, int, dict, int]:
+    sql = round_sql_postgres(d, expand)
+    moved = still_due = expected = inserted = logged = periods = 0
     amounts: dict[int, Decimal] = {}
     for kind, currency_id, count, value in session.execute(typed_text(sql), params):
         if kind == "moved":
             moved, still_due = count, value
         elif kind == "expected":
-            expected = count
+            expected, periods = count, value
+        elif kind == "bal":
+            logged = value
         elif kind == "ins":
             inserted += count
             amounts[currency_id] = -Decimal(value)
     if inserted != expected:
         raise ChargeConflict(f"{expected - inserted} period(s) were already charged")
-    return moved, inserted, still_due, amounts
+    return periods, inserted, still_due, amounts, logged
+
+
+def _log_insert(d: Dialect, source: str) -> str:
+    """INSERT of one "automation.charge" activity entry per row of `source` (client_id, periods, total)."""
+    changes = d.json_object("'periods'", "periods", "'amount'", d.money_text("total"), "'run'",
+                            "CAST(:run_id AS integer)")
+    return f"""
+        INSERT INTO puq_activity_log (created_at, actor_id, impersonator_id, client_id, action, object_type,
+                                      object_id, changes, description, ip)
+        SELECT :at, NULL, NULL, client_id, 'automation.charge', 'automation_run', CAST(:run_id AS integer),
+               {changes}, :log_text, ''
+        FROM {source}
+    """
 
 
 _STAGE = """
     CREATE TEMP TABLE IF NOT EXISTS puq_charge_stage (
-        service_id INTEGER PRIMARY KEY, client_id INTEGER, period_start TEXT, period_stop TEXT,
+        service_id INTEGER, client_id INTEGER, seq INTEGER, period_start TEXT, period_stop TEXT,
         amount INTEGER, description TEXT, currency_id INTEGER, balance INTEGER, credit_limit INTEGER,
         exempt INTEGER, cum INTEGER)
 """
 
 
-def _round_sqlite(session, d: Dialect, params: dict) -> tuple[int, int, int, dict]:
+def _round_sqlite(session, d: Dialect, params: dict, expand: bool) -> tuple[int, int, int, dict, int]:
     session.execute(text(_STAGE))
     session.execute(text("DELETE FROM temp.puq_charge_stage"))
-    session.execute(typed_text(f"INSERT INTO temp.puq_charge_stage {_chosen(d).format(clients='')}"), params)
+    session.execute(typed_text(f"INSERT INTO temp.puq_charge_stage {_chosen(d, expand).format(clients='')}"), params)
     inserted = session.execute(typed_text(
         f"INSERT INTO puq_transaction ({_INSERT_COLUMNS}) SELECT {_INSERT_VALUES} FROM temp.puq_charge_stage "
         "WHERE amount > 0 ORDER BY client_id, cum, service_id ON CONFLICT DO NOTHING"), params).rowcount
-    expected, moved, still_due = session.execute(typed_text(
-        "SELECT coalesce(sum(amount > 0), 0), count(*), coalesce(sum(period_stop <= :at), 0) "
-        "FROM temp.puq_charge_stage"), params).one()
+    expected, periods = session.execute(typed_text(
+        "SELECT coalesce(sum(amount > 0), 0), count(*) FROM temp.puq_charge_stage"), params).one()
+    still_due = session.execute(typed_text(
+        "SELECT count(*) FROM (SELECT max(period_stop) AS stop FROM temp.puq_charge_stage GROUP BY service_id) "
+        "WHERE stop <= :at"), params).scalar()
     if inserted != expected:
         raise ChargeConflict(f"{expected - inserted} period(s) were already charged")
     session.execute(text(
-        "UPDATE puq_service SET paid_until = (SELECT st.period_stop FROM temp.puq_charge_stage st "
+        "UPDATE puq_service SET paid_until = (SELECT max(st.period_stop) FROM temp.puq_charge_stage st "
         "WHERE st.service_id = puq_service.id) WHERE id IN (SELECT service_id FROM temp.puq_charge_stage)"))
     session.execute(text(
         "UPDATE puq_client SET balance = balance - (SELECT sum(st.amount) FROM temp.puq_charge_stage st "
         "WHERE st.client_id = puq_client.id) WHERE id IN (SELECT client_id FROM temp.puq_charge_stage)"))
+    logged = session.execute(typed_text(_log_insert(d, (
+        "(SELECT client_id, count(*) AS periods, -sum(amount) AS total FROM temp.puq_charge_stage "
+        "WHERE amount > 0 GROUP BY client_id)"))), params).rowcount
     amounts: dict[int, Decimal] = {}
     for currency_id, total in session.execute(text(
             "SELECT currency_id, sum(amount) FROM temp.puq_charge_stage WHERE amount > 0 GROUP BY currency_id")):
         amounts[currency_id] = Decimal(int(total)) / 10000
-    return moved, inserted, still_due, amounts
-
-
-def _log_clients(session, d: Dialect, params: dict, watermark: int) -> int:
-    """One activity entry per client charged in this chunk (from the ledger rows it wrote)."""
-    clients = "AND t.client_id = ANY(CAST(:ids AS integer[]))" if d.name == "postgresql" else ""
-    changes = d.json_object("'periods'", "count(*)", "'amount'", d.money_text("sum(t.net)"), "'run'", ":run_id")
-    sql = f"""
-        INSERT INTO puq_activity_log (created_at, actor_id, impersonator_id, client_id, action, object_type,
-                                      object_id, changes, description, ip)
-        SELECT :at, NULL, NULL, t.client_id, 'automation.charge', 'automation_run', CAST(:run_id AS integer), {changes},
-               :log_text, ''
-        FROM puq_transaction t
-        WHERE t.id > :watermark AND t.type = 'charge' AND t.service_id BETWEEN :lo AND :hi {clients}
-        GROUP BY t.client_id
-    """
-    return session.execute(typed_text(sql), dict(params, watermark=watermark)).rowcount
+    return periods, inserted, still_due, amounts, logged
 
 
 def _count_foreign_currency(session, params: dict) -> int:
@@ -213,16 +240,15 @@ def charge_chunk(session, d: Dialect, run_id: int | None, lo: int, hi: int, at: 
     if not ids:
         return counts
     params["ids"] = ids
-    watermark = session.execute(text("SELECT coalesce(max(id), 0) FROM puq_transaction")).scalar()
     round_ = _round_postgres if d.name == "postgresql" else _round_sqlite
-    for _ in range(MAX_ROUNDS):
-        moved, inserted, still_due, amounts = round_(session, d, params)
-        counts.add("periods", moved)
+    for number in range(MAX_ROUNDS):
+        periods, inserted, still_due, amounts, logged = round_(session, d, params, number > 0)
+        counts.add("periods", periods)
         counts.add("charges", inserted)
+        counts.add("client_entries", logged)
         for currency_id, amount in amounts.items():
             counts.add_amount(currency_id, amount)
         if not still_due:
             break
-    counts.add("clients", _log_clients(session, d, params, watermark))
     counts.add("skipped_currency", _count_foreign_currency(session, params))
     return counts

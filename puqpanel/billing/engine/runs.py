@@ -252,6 +252,9 @@ def finish_run(run_id: int) -> int | None:
     if counts["skipped_currency"]:
         errors.append(str(_l("%(count)d due services are priced in another currency than their client's and "
                              "were not charged.", count=counts["skipped_currency"])))
+    if counts["products_skipped"]:
+        errors.append(str(_l("%(count)d products set to convert prices could not be converted (no default-currency "
+                             "price, or an amount too large).", count=counts["products_skipped"])))
     failed = any(chunk.status == "failed" for chunk in chunks)
     closed = session.execute(
         update(AutomationRun).where(AutomationRun.id == run_id, AutomationRun.status == "running")

@@ -22,6 +22,11 @@ def _case(column: str, mapping: dict[str, int]) -> str:
     return f"(CASE {column} {whens} END)"
 
 
+def hours_case(period: str) -> str:
+    """Hours of an hour-based period (NULL for month-based ones)."""
+    return _case(period, {p: PERIOD_HOURS[p] for p in HOUR_PERIODS})
+
+
 class Dialect:
     """Fragments for one backend. Arguments are SQL expressions (column names, other fragments)."""
 
@@ -45,6 +50,15 @@ class Dialect:
         raise NotImplementedError
 
     def json_object(self, *pairs: str) -> str:
+        raise NotImplementedError
+
+    def periods_started(self, start: str, hours: str) -> str:
+        """How many periods of `hours` hours beginning at `start` have started by :at (start <= :at)."""
+        raise NotImplementedError
+
+    def numbers(self, count: str) -> str:
+        """A join adding k.n = 0 … count-1 to each row (`count` may use the row's columns; it contains the
+        marker LEAST_ for the dialect's two-argument minimum)."""
         raise NotImplementedError
 
     def money_text(self, amount: str) -> str:
@@ -105,6 +119,12 @@ class Postgres(Dialect):
     def json_object(self, *pairs):
         return f"json_build_object({', '.join(pairs)})"
 
+    def periods_started(self, start, hours):
+        return f"(floor(extract(epoch from (:at - {start})) / ({hours} * 3600))::int + 1)"
+
+    def numbers(self, count):
+        return f"CROSS JOIN LATERAL generate_series(0, {count.replace('LEAST_', 'LEAST')} - 1) AS k(n)"
+
     def money_text(self, amount):
         return f"(({amount})::numeric(20, 4))::text"
 
@@ -132,6 +152,16 @@ class Sqlite(Dialect):
 
     def json_object(self, *pairs):
         return f"json_object({', '.join(pairs)})"
+
+    def periods_started(self, start, hours):
+        return (f"((CAST(strftime('%s', :at) AS INTEGER) - CAST(strftime('%s', {start}) AS INTEGER))"
+                f" / ({hours} * 3600) + 1)")
+
+    def numbers(self, count):
+        from .charge import MAX_ROUNDS
+
+        return (f"JOIN (WITH RECURSIVE seq(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM seq WHERE n < {MAX_ROUNDS - 1})"
+                f" SELECT n FROM seq) k ON k.n < {count.replace('LEAST_', 'min')}")
 
     def money_text(self, amount):
         return (f"(CASE WHEN ({amount}) < 0 THEN '-' ELSE '' END"
