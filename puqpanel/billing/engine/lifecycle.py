@@ -78,24 +78,41 @@ def _resume_at(d: Dialect) -> str:
 
 
 def unsuspend_chunk(session, d: Dialect, run_id, lo: int, hi: int, at: dt.datetime) -> Counts:
+    """Reactivate the non-payment suspensions of the range whose next charge the client's funds cover once
+    the next charges of the client's running, due services are counted first (the charge job runs right
+    after: reactivating a service must not leave a running one unpaid, which would get it suspended and the
+    reactivated one suspended again with its termination delay restarted); the suspended ones cheapest
+    first."""
     where = ("s.id BETWEEN :lo AND :hi AND s.status = 'suspended' AND s.suspension_kind = 'non_payment' "
              "AND s.termination_requested_at IS NULL")
     params = {"lo": lo, "hi": hi, "at": at}
     if not lock_clients(session, d, where, params):
         return Counts()
     amount = f"(CASE WHEN p.period = 'one_time' THEN 0 ELSE {d.charge_amount(_resume_at(d))} END)"
+    # prio 0: what the charge job is about to charge the client's running services (any chunk), rank 1:
+    # the candidates (prio 1)
     ids = list(session.execute(typed_text(f"""
         SELECT r.service_id FROM (
-            SELECT due.*, SUM(due.amount) OVER (PARTITION BY due.client_id ORDER BY due.amount, due.service_id
+            SELECT due.*, SUM(due.amount) OVER (PARTITION BY due.client_id
+                                                ORDER BY due.prio, due.amount, due.service_id
                                                 ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum
             FROM (
-                SELECT s.id AS service_id, s.client_id AS client_id, {amount} AS amount, c.balance AS balance,
-                       c.credit_limit AS credit_limit, c.never_auto_suspend AS exempt
+                SELECT s.id AS service_id, s.client_id AS client_id, 1 AS prio, {amount} AS amount,
+                       c.balance AS balance, c.credit_limit AS credit_limit, c.never_auto_suspend AS exempt
                 FROM puq_service s JOIN puq_product_price p ON p.id = s.price_id
                 JOIN puq_product pr ON pr.id = p.product_id JOIN puq_client c ON c.id = s.client_id
                 WHERE {where} AND p.currency_id = c.currency_id
+                UNION ALL
+                SELECT s.id, s.client_id, 0, {d.charge_amount('s.paid_until')}, c.balance, c.credit_limit,
+                       c.never_auto_suspend
+                FROM puq_service s JOIN puq_product_price p ON p.id = s.price_id
+                JOIN puq_product pr ON pr.id = p.product_id JOIN puq_client c ON c.id = s.client_id
+                WHERE s.status = 'active' AND s.termination_requested_at IS NULL AND s.paid_until <= :at
+                  AND p.period <> 'one_time' AND p.currency_id = c.currency_id
+                  AND s.client_id IN (SELECT s.client_id FROM puq_service s WHERE {where})
             ) due
-        ) r WHERE r.exempt OR r.balance + r.credit_limit >= r.cum ORDER BY r.service_id"""), params).scalars())
+        ) r WHERE r.prio = 1 AND (r.exempt OR r.balance + r.credit_limit >= r.cum)
+        ORDER BY r.service_id"""), params).scalars())
     rows = _update(session, ids, (
         "status = 'active', provision_status = 'completed', status_reason = '', suspension_kind = '', "
         "billing_anchor_day = CASE WHEN paid_until < :at THEN :at_day ELSE billing_anchor_day END, "
@@ -163,7 +180,10 @@ def terminate_chunk(session, d: Dialect, run_id, lo: int, hi: int, at: dt.dateti
 
 def create_chunk(session, d: Dialect, run_id, lo: int, hi: int, at: dt.datetime, dry_run: bool = False) -> Counts:
     """Activate pending services whose first charges are covered (services.activate: provision, charge the
-    setup fee and the first period, log). Each service commits on its own; a re-run finds them active."""
+    setup fee and the first period, log). Each service commits on its own; a re-run finds them active.
+    Not covered: the service stays pending with the reason "Insufficient funds"; refused for another reason
+    (e.g. the client's currency changed since the order): that reason. A dry run only counts what would be
+    created (covered now) and what not (no provisioning, nothing written)."""
     counts = Counts()
     pending = list(session.scalars(
         select(Service).where(Service.id.between(lo, hi), Service.status == "pending",
@@ -171,21 +191,50 @@ def create_chunk(session, d: Dialect, run_id, lo: int, hi: int, at: dt.datetime,
     insufficient = str(_l("Insufficient funds"))
     for service in pending:
         if dry_run:
-            counts.add("to_create", 1)
+            counts.add("to_create" if _covered_now(session, service, at) else "insufficient_funds", 1)
             continue
+        service_id = service.id
         try:
             service = service_domain.activate(service)
-        except DomainError:
+        except DomainError as exc:
             session.rollback()
+            service = session.get(Service, service_id)
+            if service is None or service.status != "pending":  # moved meanwhile (staff)
+                continue
+            if _covered_now(session, service, at) is False:
+                reason, key = insufficient, "insufficient_funds"
+            else:
+                reason, key = _message(exc)[:255], "refused"
             changed = session.execute(
                 text("UPDATE puq_service SET status_reason = :reason WHERE id = :id AND status = 'pending' "
-                     "AND status_reason <> :reason"), {"reason": insufficient, "id": service.id}).rowcount
+                     "AND status_reason <> :reason"), {"reason": reason, "id": service_id}).rowcount
             session.commit()
-            counts.add("insufficient_funds", 1)
-            counts.add("marked_insufficient", changed)
+            counts.add(key, 1)
+            if key == "insufficient_funds":
+                counts.add("marked_insufficient", changed)
             continue
         if service.status == "active":
             counts.add("created", 1)
         else:
             counts.add("provisioning_errors", 1)
     return counts
+
+
+def _covered_now(session, service: Service, at: dt.datetime) -> bool | None:
+    """Whether the client's balance + credit limit cover the service's setup + first charge from `at`
+    (None: that can't be computed — no price, another currency)."""
+    from ...models import Client
+    from ..charging import covered, first_charges
+
+    client = session.get(Client, service.client_id)
+    price = service.price
+    if client is None or price is None or service.product is None or price.currency_id != client.currency_id:
+        return None
+    return covered(client, first_charges(service, at.replace(microsecond=0)))
+
+
+def _message(exc: DomainError) -> str:
+    errors = getattr(exc, "errors", None)
+    if isinstance(errors, dict) and errors:
+        return " ".join(str(value) for value in errors.values())
+    return str(exc)
