@@ -6,12 +6,12 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from puqpanel.billing import clock, ledger
+from puqpanel.billing import clock
 from puqpanel.billing import services as svc
 from puqpanel.billing.ledger import verify
-from puqpanel.models import ActivityLog, AutomationChunk, AutomationRun, Client, Service, Transaction
+from puqpanel.models import ActivityLog, AutomationChunk, Client, Service
 from test_engine_charge import (fresh, fund, job_runs, ledger_count, make_price, order, period_rows, run,
                                 setup_rows, started)
 
