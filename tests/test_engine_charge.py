@@ -308,7 +308,9 @@ def test_engine_equals_the_python_rules(db, eur, new_client):
         window = 72 if hourly else WINDOWS.get(period, 24 * 365 * 4)
         activated = at - dt.timedelta(hours=rnd.randint(0, window), minutes=rnd.randint(0, 59),
                                       seconds=rnd.randint(0, 59))
-        service = order(rnd.choice(clients), prices[key], activated)
+        labels = rnd.choice([{}, {"client_label": "web-1"}, {"admin_label": "db"},
+                             {"client_label": "x", "admin_label": "y"}])
+        service = order(rnd.choice(clients), prices[key], activated, **labels)
         if idle:
             db.execute(Service.__table__.update().where(Service.id == service.id).values(idle=True))
             db.commit()
@@ -330,6 +332,10 @@ def test_engine_equals_the_python_rules(db, eur, new_client):
         assert service.status == "active"
         assert period_rows(db, service) == expected, (service.price.period, service.product.hourly_billing)
         assert service.paid_until == stop
+        # the SQL-built description is the one charging.describe gives (the activation row's, too)
+        assert set(db.scalars(select(Transaction.description).where(
+            Transaction.service_id == service.id, Transaction.period_start.is_not(None)))) <= {
+            charging.describe(service, charging._period_text(service))}
     assert verify() == []
 
 
@@ -358,6 +364,29 @@ def test_funds_cover_the_cheapest_first_the_rest_is_suspended(db, eur, new_clien
     entry = db.scalar(select(ActivityLog).where(ActivityLog.action == "service.suspend"))
     assert (entry.object_id, entry.client_id, entry.actor_id) == (five.id, client.id, None)
     assert entry.changes["status"] == ["active", "suspended"] and entry.changes["run"] == jobs["suspend"].id
+    assert verify() == []
+
+
+def test_a_backlog_is_charged_in_order_as_far_as_funds_go(db, eur, new_client):
+    """After an outage, funds for only part of the missed hours: the oldest hours are charged (no gap), the
+    service is suspended from the first unpaid hour on; a cheaper daily service of the client goes first."""
+    client = new_client()
+    fund(client, "1.35")
+    start = dt.datetime(2026, 4, 10, 10)
+    hourly = started(client, make_price(db, eur, "monthly", "72", hourly=True), start)  # 0.1 an hour
+    daily = started(client, make_price(db, eur, "daily", "0.05"), start)
+    assert fresh(db, client).balance == D("1.2")
+    at = start + 30 * H  # 30 hours missed (+ the current one), the daily period from +24h
+    run("cycle", at)
+    rows = period_rows(db, hourly)
+    # of 1.2: first periods first, cheapest first (the daily 0.05 from +24h, the hour from +1h), then the
+    # hours +2h … +11h in order (10 × 0.1); the hour from +12h would need 1.25
+    assert rows == [(D("0.1"), start + i * H, start + (i + 1) * H) for i in range(12)]
+    assert len(period_rows(db, daily)) == 2
+    hourly = fresh(db, hourly)
+    assert (hourly.status, hourly.paid_until, hourly.suspended_at) == ("suspended", start + 12 * H, at)
+    assert fresh(db, daily).status == "active"
+    assert fresh(db, client).balance == D("0.05")
     assert verify() == []
 
 
