@@ -45,6 +45,8 @@ class PuqPanel:
         app.before_request(refuse_nul_bytes)
 
         register_views(appbuilder)
+        from .views import automation  # Billing → Automation (the billing engine's status page)
+        automation.register(appbuilder)
         app.cli.add_command(puqpanel_group)
 
     @staticmethod

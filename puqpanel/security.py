@@ -21,6 +21,7 @@ PRODUCTS = "Product"
 CURRENCIES = "Currency"
 HOME_COMPANIES = "HomeCompany"
 TAX_RULES = "TaxRule"
+AUTOMATION = "Automation"  # the billing engine's Automation status page
 
 # Permissions of the client record. Everything a staff user may do to a client is one of these.
 CLIENT_PERMS = (
@@ -45,6 +46,11 @@ BILLING_PERMS = (
     "can_refund",
     "can_adjust",  # manual ledger adjustments
 )
+# Permissions of the Automation status page (view menu AUTOMATION).
+AUTOMATION_PERMS = (
+    "can_show",  # jobs, last / next runs, failures, run history and run details
+    "can_run",  # "Run now" for a job or the billing cycle
+)
 _MODEL_PERMS = ("can_list", "can_show", "can_add", "can_edit", "can_delete")
 _BILLING_MENUS = [
     ("menu_access", "Billing"), ("menu_access", "Products"), ("menu_access", "Currencies"),
@@ -62,6 +68,7 @@ _SELF_SERVICE = [
     ("can_this_form_post", "UserInfoEditView"),
 ]
 _CLIENT_MENUS = [("menu_access", "Clients"), ("menu_access", "Manage Clients")]
+_AUTOMATION_MENU = ("menu_access", "Automation Status")
 
 
 def _perms(view: str, names) -> list[tuple[str, str]]:
@@ -75,7 +82,9 @@ ROLE_DEFINITIONS: dict[str, list[tuple[str, str]]] = {
     + _perms(CLIENTS, ("can_list", "can_show", "can_write_note", "can_access_all"))
     + _perms(BILLING, ("can_show",))
     + _perms(CLIENT_GROUPS, ("can_list", "can_show"))
-    + _perms(TAGS, ("can_list", "can_show")),
+    + _perms(TAGS, ("can_list", "can_show"))
+    # sees every client anyway (can_access_all): may watch the automation, not start it
+    + _perms(AUTOMATION, ("can_show",)) + [("menu_access", "Billing"), _AUTOMATION_MENU],
     "Billing": _SELF_SERVICE
     + _CLIENT_MENUS
     + [("menu_access", "Client Groups"), ("menu_access", "Tags")]
@@ -84,7 +93,10 @@ ROLE_DEFINITIONS: dict[str, list[tuple[str, str]]] = {
     + _BILLING_MENUS
     + [p for view in (PRODUCTS, CURRENCIES, HOME_COMPANIES, TAX_RULES) for p in _perms(view, _MODEL_PERMS)]
     + _perms(CLIENT_GROUPS, ("can_list", "can_show"))
-    + _perms(TAGS, ("can_list", "can_show")),
+    + _perms(TAGS, ("can_list", "can_show"))
+    + _perms(AUTOMATION, AUTOMATION_PERMS) + [_AUTOMATION_MENU],
+    # Manager: no Automation access — it reaches only the clients it manages, and the page shows
+    # provider-wide run totals (amounts charged across all clients) and errors.
     "Manager": _SELF_SERVICE
     + _CLIENT_MENUS
     + _perms(CLIENTS, [p for p in CLIENT_PERMS if p != "can_access_all"])
