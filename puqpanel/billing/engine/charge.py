@@ -92,9 +92,9 @@ def _chosen(d: Dialect, expand: bool = False) -> str:
                 FROM puq_service s
                 JOIN puq_product_price p ON p.id = s.price_id
                 JOIN puq_product pr ON pr.id = p.product_id
-                JOIN puq_client c ON c.id = s.client_id
+                JOIN puq_client c ON c.id = s.client_id {{clients}}
                 {numbers}
-                WHERE {DUE} AND p.period <> 'one_time' AND p.currency_id = c.currency_id {{clients}}
+                WHERE {DUE} AND p.period <> 'one_time' AND p.currency_id = c.currency_id
             ) due
         ) r
         WHERE r.exempt OR r.balance + r.credit_limit >= r.cum
@@ -125,7 +125,8 @@ def lock_clients(session, d: Dialect, where: str, params: dict) -> list[int]:
 
 def round_sql_postgres(d: Dialect, expand: bool = False) -> str:
     """One round on PostgreSQL: a single statement of data-modifying CTEs."""
-    chosen = _chosen(d, expand).format(clients="AND s.client_id = ANY(CAST(:ids AS integer[]))")
+    chosen = _chosen(d, expand).format(
+        clients="JOIN unnest(CAST(:ids AS integer[])) AS locked(id) ON locked.id = s.client_id")
     return f"""
         WITH chosen AS ({chosen}),
         ins AS (
@@ -241,8 +242,14 @@ def charge_chunk(session, d: Dialect, run_id: int | None, lo: int, hi: int, at: 
         return counts
     params["ids"] = ids
     round_ = _round_postgres if d.name == "postgresql" else _round_sqlite
+    # More than one period started for some service (an outage, a long --at jump): expand from the first
+    # round, so the usual case stays one plain round and a catch-up one expanded round (one activity
+    # entry per client either way; only month-based catch-ups of several periods need more rounds).
+    params["hour_before"] = at - dt.timedelta(hours=1)
+    expand = session.execute(typed_text(
+        f"SELECT EXISTS (SELECT 1 FROM puq_service s WHERE {DUE} AND s.paid_until <= :hour_before)"), params).scalar()
     for number in range(MAX_ROUNDS):
-        periods, inserted, still_due, amounts, logged = round_(session, d, params, number > 0)
+        periods, inserted, still_due, amounts, logged = round_(session, d, params, bool(expand or number))
         counts.add("periods", periods)
         counts.add("charges", inserted)
         counts.add("client_entries", logged)

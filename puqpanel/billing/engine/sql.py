@@ -174,8 +174,9 @@ def dialect_for(session_or_conn) -> Dialect:
 
 
 def typed_text(sql: str, expanding: tuple[str, ...] = ()):
-    """text(sql) whose :at parameter is bound as a DateTime (SQLite compares SQLAlchemy's text format, which
+    """text(sql) whose :at and :hour_before parameters are bound as DateTime (SQLite compares SQLAlchemy's text format, which
     the driver's own datetime adapter doesn't produce) and whose `expanding` parameters take lists."""
-    params = [bindparam("at", type_=DateTime())] if re.search(r":at\b", sql) else []
+    params = [bindparam(name, type_=DateTime()) for name in ("at", "hour_before")
+              if re.search(rf":{name}\b", sql)]
     params += [bindparam(name, expanding=True) for name in expanding]
     return text(sql).bindparams(*params)
