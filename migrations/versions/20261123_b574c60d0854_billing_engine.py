@@ -85,6 +85,9 @@ def upgrade():
         # paid_until is rewritten by every charge: with no index on it (chunks scan primary-key ranges),
         # PostgreSQL can update the row in place (HOT) when its page has room — hence the fill factors.
         batch_op.drop_index('ix_puq_service_status_paid_until')
+    with op.batch_alter_table('puq_invoice', schema=None) as batch_op:
+        batch_op.create_index('ix_puq_invoice_unpaid', ['id'], unique=False,
+                              postgresql_where=sa.text("status = 'unpaid'"), sqlite_where=sa.text("status = 'unpaid'"))
     if op.get_bind().dialect.name == "postgresql":
         op.execute("ALTER TABLE puq_service SET (fillfactor = 50)")
         op.execute("ALTER TABLE puq_client SET (fillfactor = 70)")
@@ -97,6 +100,8 @@ def downgrade():
     if op.get_bind().dialect.name == "postgresql":
         op.execute("ALTER TABLE puq_service RESET (fillfactor)")
         op.execute("ALTER TABLE puq_client RESET (fillfactor)")
+    with op.batch_alter_table('puq_invoice', schema=None) as batch_op:
+        batch_op.drop_index('ix_puq_invoice_unpaid')
     with op.batch_alter_table('puq_service', schema=None) as batch_op:
         batch_op.create_index('ix_puq_service_status_paid_until', ['status', 'paid_until'], unique=False)
         batch_op.drop_column('billing_anchor_day')

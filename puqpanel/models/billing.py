@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -97,6 +98,9 @@ class Invoice(Model):
     __tablename__ = "puq_invoice"
     __table_args__ = (
         Index("ix_puq_invoice_client_status", "client_id", "status"),
+        # The reminders job reads unpaid documents only.
+        Index("ix_puq_invoice_unpaid", "id", postgresql_where=text("status = 'unpaid'"),
+              sqlite_where=text("status = 'unpaid'")),
         UniqueConstraint("home_company_id", "type", "number", name="uq_invoice_number"),
         UniqueConstraint("home_company_id", "type", "number_period", "number_seq", name="uq_invoice_number_seq"),
     )
