@@ -10,7 +10,6 @@ import itertools
 import random
 from decimal import ROUND_HALF_UP, Decimal
 
-import pytest
 from sqlalchemy import func, select
 
 from puqpanel.billing import charging, clock, ledger
@@ -200,18 +199,24 @@ def test_outage_charges_each_missed_hour_in_its_own_row(db, eur, new_client):
 
 
 # -- other periods --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("period,hours", [("hourly", 1), ("daily", 24), ("weekly", 168), ("biweekly", 336)])
-def test_fixed_hour_periods_charge_whole_periods(db, eur, new_client, period, hours):
+def test_fixed_hour_periods_charge_whole_periods(db, eur, new_client):
     client = new_client()
-    fund(client, "1000")
-    service = started(client, make_price(db, eur, period, "2.50"), dt.datetime(2026, 3, 28, 9, 15))
-    length = dt.timedelta(hours=hours)
+    fund(client, "10000")
     start = dt.datetime(2026, 3, 28, 9, 15)
-    run("charge", start + 2 * length + dt.timedelta(minutes=1))
-    assert period_rows(db, service) == [(D("2.5"), start + i * length, start + (i + 1) * length) for i in range(3)]
-    assert fresh(db, service).paid_until == start + 3 * length
-    run("charge", start + 3 * length - dt.timedelta(seconds=1))  # not due yet: nothing
-    assert len(period_rows(db, service)) == 3
+    lengths = {"hourly": 1, "daily": 24, "weekly": 168, "biweekly": 336}
+    services = {p: started(client, make_price(db, eur, p, "2.50"), start) for p in lengths}
+    at = start + dt.timedelta(hours=2 * 336, minutes=1)
+    run("charge", at)
+    for period, hours in lengths.items():
+        length = dt.timedelta(hours=hours)
+        count = (at - start) // length + 1  # periods started by `at`, the first charged at activation
+        assert period_rows(db, services[period]) == [(D("2.5"), start + i * length, start + (i + 1) * length)
+                                                     for i in range(count)], period
+        assert fresh(db, services[period]).paid_until == start + count * length
+    assert count == 3 and len(period_rows(db, services["hourly"])) == 673
+    rows = ledger_count(db)
+    run("charge", fresh(db, services["hourly"]).paid_until - dt.timedelta(seconds=1))  # nothing due yet
+    assert ledger_count(db) == rows
     assert verify() == []
 
 
@@ -347,11 +352,18 @@ def _three_services(db, eur, client, t0):
 
 def test_funds_cover_the_cheapest_first_the_rest_is_suspended(db, eur, new_client):
     t0, at = dt.datetime(2026, 1, 10, 9), dt.datetime(2026, 2, 10, 9)
-    client = new_client()
+    client, with_credit, exempt = new_client(), new_client(), new_client()
     fund(client, "22")
+    fund(with_credit, "22")
+    db.execute(Client.__table__.update().where(Client.id == with_credit.id).values(credit_limit=D("2")))
+    db.execute(Client.__table__.update().where(Client.id == exempt.id).values(never_auto_suspend=True))
+    db.commit()
     five, three, four = _three_services(db, eur, client, t0)
+    credited = _three_services(db, eur, with_credit, t0)
+    exempted = _three_services(db, eur, exempt, t0)  # forced: balance -12
     assert fresh(db, client).balance == D("10")
     cycle = run("cycle", at)
+    # 10: the 3 and the 4 are charged, the 5 is not and is suspended
     assert len(period_rows(db, three)) == len(period_rows(db, four)) == 2
     assert len(period_rows(db, five)) == 1
     assert fresh(db, client).balance == D("3")
@@ -359,8 +371,15 @@ def test_funds_cover_the_cheapest_first_the_rest_is_suspended(db, eur, new_clien
     assert (five.status, five.suspension_kind, five.suspended_at, five.provision_status) == (
         "suspended", "non_payment", at, "suspended")
     assert five.status_reason and five.paid_until == at
+    # 10 + credit limit 2 cover all three
+    assert [fresh(db, s).status for s in credited] == ["active"] * 3
+    assert fresh(db, with_credit).balance == D("-2")
+    # never auto-suspend: charged into the negative
+    assert [fresh(db, s).status for s in exempted] == ["active"] * 3
+    assert [len(period_rows(db, s)) for s in exempted] == [2, 2, 2]
+    assert fresh(db, exempt).balance == D("-24")
     jobs = job_runs(db, cycle)
-    assert jobs["charge"].counts["charges"] == 2 and jobs["suspend"].counts == {"suspended": 1}
+    assert jobs["charge"].counts["charges"] == 8 and jobs["suspend"].counts == {"suspended": 1}
     entry = db.scalar(select(ActivityLog).where(ActivityLog.action == "service.suspend"))
     assert (entry.object_id, entry.client_id, entry.actor_id) == (five.id, client.id, None)
     assert entry.changes["status"] == ["active", "suspended"] and entry.changes["run"] == jobs["suspend"].id
@@ -387,32 +406,6 @@ def test_a_backlog_is_charged_in_order_as_far_as_funds_go(db, eur, new_client):
     assert (hourly.status, hourly.paid_until, hourly.suspended_at) == ("suspended", start + 12 * H, at)
     assert fresh(db, daily).status == "active"
     assert fresh(db, client).balance == D("0.05")
-    assert verify() == []
-
-
-def test_credit_limit_counts(db, eur, new_client):
-    t0, at = dt.datetime(2026, 1, 10, 9), dt.datetime(2026, 2, 10, 9)
-    client = new_client()
-    fund(client, "22")
-    db.execute(Client.__table__.update().where(Client.id == client.id).values(credit_limit=D("2")))
-    db.commit()
-    services = _three_services(db, eur, client, t0)
-    run("cycle", at)
-    assert [fresh(db, s).status for s in services] == ["active"] * 3
-    assert fresh(db, client).balance == D("-2")
-    assert verify() == []
-
-
-def test_never_auto_suspend_client_goes_negative(db, eur, new_client):
-    t0, at = dt.datetime(2026, 1, 10, 9), dt.datetime(2026, 4, 10, 9)
-    client = new_client()
-    db.execute(Client.__table__.update().where(Client.id == client.id).values(never_auto_suspend=True))
-    db.commit()
-    services = _three_services(db, eur, client, t0)  # forced: balance -12
-    run("cycle", at)
-    assert [fresh(db, s).status for s in services] == ["active"] * 3
-    assert [len(period_rows(db, s)) for s in services] == [4, 4, 4]
-    assert fresh(db, client).balance == D("-48")
     assert verify() == []
 
 

@@ -115,15 +115,7 @@ def test_dry_run_counts_the_orders_the_create_job_would_activate(app, db, eur, n
     assert verify() == []
 
 
-def test_bad_at_is_a_usage_error(app, db, eur):
-    runner = app.test_cli_runner()
-    for bad in ("yesterday", "2026-13-01", "2026-02-30T10:00"):
-        result = runner.invoke(billing_group, ["run", "--at", bad])
-        assert result.exit_code == 2 and "ISO timestamp" in result.output, result.output
-    assert db.scalar(select(func.count()).select_from(AutomationRun)) == 0
-
-
-def test_single_job_command_and_status(app, db, eur, new_client):
+def test_single_job_command_status_and_bad_input(app, db, eur, new_client):
     client = new_client()
     fund(client, "10")
     service = started(client, make_price(db, eur, "daily", "1"), T0)
@@ -134,6 +126,11 @@ def test_single_job_command_and_status(app, db, eur, new_client):
     assert len(period_rows(db, service)) == 3
     status = runner.invoke(billing_group, ["status"])
     assert status.exit_code == 0 and re.search(r"charge\s+cli\s+succeeded", status.output)
+    # a bad --at is a usage error and starts nothing
+    for bad in ("yesterday", "2026-13-01", "2026-02-30T10:00"):
+        result = runner.invoke(billing_group, ["run", "--at", bad])
+        assert result.exit_code == 2 and "ISO timestamp" in result.output, result.output
+    assert db.scalar(select(func.count()).select_from(AutomationRun)) == 1
     assert verify() == []
 
 
