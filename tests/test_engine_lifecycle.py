@@ -230,6 +230,25 @@ def test_create_activates_covered_orders_and_charges_setup_and_first_period(db, 
     assert verify() == []
 
 
+def test_a_new_order_does_not_take_the_money_a_running_service_needs(db, eur, new_client):
+    client = new_client()
+    fund(client, "18")
+    running = started(client, make_price(db, eur, "monthly", "8"), T0)  # paid until Apr 10 09:00; balance 10
+    at = dt.datetime(2026, 4, 10, 9)
+    new = order(client, make_price(db, eur, "monthly", "4", setup="1"), at - H)
+    cycle = run("cycle", at)
+    # 10 covers the running 8 but not 8 + the order's 5: the order waits, the running service stays
+    assert fresh(db, running).status == "active" and len(period_rows(db, running)) == 2
+    new = fresh(db, new)
+    assert (new.status, new.status_reason) == ("pending", "Insufficient funds")
+    assert job_runs(db, cycle)["create"].counts == {"insufficient_funds": 1, "marked_insufficient": 1}
+    fund(client, "3")  # 5: the running one is paid until May 10, the order is covered now
+    run("cycle", at + H)
+    assert fresh(db, new).status == "active" and fresh(db, client).balance == D("0")
+    assert fresh(db, running).status == "active"
+    assert verify() == []
+
+
 def test_create_refused_for_another_reason_is_not_called_insufficient_funds(db, eur, new_client):
     from puqpanel.models import Currency
 

@@ -181,30 +181,39 @@ def terminate_chunk(session, d: Dialect, run_id, lo: int, hi: int, at: dt.dateti
 def create_chunk(session, d: Dialect, run_id, lo: int, hi: int, at: dt.datetime, dry_run: bool = False) -> Counts:
     """Activate pending services whose first charges are covered (services.activate: provision, charge the
     setup fee and the first period, log). Each service commits on its own; a re-run finds them active.
-    Not covered: the service stays pending with the reason "Insufficient funds"; refused for another reason
-    (e.g. the client's currency changed since the order): that reason. A dry run only counts what would be
-    created (covered now) and what not (no provisioning, nothing written)."""
+
+    Covered means: balance + credit limit ≥ setup + first charge + the next charges of the client's running
+    services that are due now (the charge job runs later in the cycle: a new order must not take the money
+    a running service needs and get it suspended). Not covered: the service stays pending with the reason
+    "Insufficient funds"; refused for another reason (e.g. the client's currency changed since the order):
+    that reason. A dry run only counts what would be created and what not (no provisioning, no writes)."""
     counts = Counts()
     pending = list(session.scalars(
         select(Service).where(Service.id.between(lo, hi), Service.status == "pending",
                               Service.provision_status == "pending").order_by(Service.id)))
     insufficient = str(_l("Insufficient funds"))
     for service in pending:
-        if dry_run:
-            counts.add("to_create" if _covered_now(session, service, at) else "insufficient_funds", 1)
-            continue
         service_id = service.id
-        try:
-            service = service_domain.activate(service)
-        except DomainError as exc:
-            session.rollback()
-            service = session.get(Service, service_id)
-            if service is None or service.status != "pending":  # moved meanwhile (staff)
-                continue
-            if _covered_now(session, service, at) is False:
-                reason, key = insufficient, "insufficient_funds"
-            else:
-                reason, key = _message(exc)[:255], "refused"
+        funded = _covered_now(session, d, service, at)
+        if dry_run:
+            counts.add("insufficient_funds" if funded is False else "to_create", 1)
+            continue
+        reason = key = None
+        if funded is False:
+            reason, key = insufficient, "insufficient_funds"
+        else:
+            try:
+                service = service_domain.activate(service)
+            except DomainError as exc:
+                session.rollback()
+                service = session.get(Service, service_id)
+                if service is None or service.status != "pending":  # moved meanwhile (staff)
+                    continue
+                if _covered_now(session, d, service, at) is False:
+                    reason, key = insufficient, "insufficient_funds"
+                else:
+                    reason, key = str(exc)[:255], "refused"
+        if key is not None:
             changed = session.execute(
                 text("UPDATE puq_service SET status_reason = :reason WHERE id = :id AND status = 'pending' "
                      "AND status_reason <> :reason"), {"reason": reason, "id": service_id}).rowcount
@@ -212,29 +221,35 @@ def create_chunk(session, d: Dialect, run_id, lo: int, hi: int, at: dt.datetime,
             counts.add(key, 1)
             if key == "insufficient_funds":
                 counts.add("marked_insufficient", changed)
-            continue
-        if service.status == "active":
+        elif service.status == "active":
             counts.add("created", 1)
         else:
             counts.add("provisioning_errors", 1)
     return counts
 
 
-def _covered_now(session, service: Service, at: dt.datetime) -> bool | None:
-    """Whether the client's balance + credit limit cover the service's setup + first charge from `at`
-    (None: that can't be computed — no price, another currency)."""
+def _covered_now(session, d: Dialect, service: Service, at: dt.datetime) -> bool | None:
+    """Whether the client's balance + credit limit cover the service's setup + first charge from `at` after
+    the next charges of the client's running due services (never-auto-suspend clients: those are charged
+    anyway, nothing is set aside). None: can't be computed (no price, another currency than the client's)."""
     from ...models import Client
-    from ..charging import covered, first_charges
+    from ...models.base import Money
+    from ..charging import first_charges
 
-    client = session.get(Client, service.client_id)
+    client = session.execute(
+        select(Client.balance, Client.credit_limit, Client.currency_id, Client.never_auto_suspend)
+        .where(Client.id == service.client_id)).one_or_none()
     price = service.price
     if client is None or price is None or service.product is None or price.currency_id != client.currency_id:
         return None
-    return covered(client, first_charges(service, at.replace(microsecond=0)))
-
-
-def _message(exc: DomainError) -> str:
-    errors = getattr(exc, "errors", None)
-    if isinstance(errors, dict) and errors:
-        return " ".join(str(value) for value in errors.values())
-    return str(exc)
+    reserved = 0
+    if not client.never_auto_suspend:
+        reserved = session.execute(typed_text(f"""
+            SELECT coalesce(sum({d.charge_amount('s.paid_until')}), 0) AS total
+            FROM puq_service s JOIN puq_product_price p ON p.id = s.price_id
+            JOIN puq_product pr ON pr.id = p.product_id JOIN puq_client c ON c.id = s.client_id
+            WHERE s.client_id = :client_id AND s.status = 'active' AND s.termination_requested_at IS NULL
+              AND s.paid_until <= :at AND p.period <> 'one_time' AND p.currency_id = c.currency_id
+            """).columns(total=Money), {"client_id": service.client_id, "at": at}).scalar()
+    needed = first_charges(service, at.replace(microsecond=0)) + reserved
+    return client.balance + (client.credit_limit or 0) >= needed
