@@ -131,6 +131,13 @@ def test_single_job_command_status_and_bad_input(app, db, eur, new_client):
         result = runner.invoke(billing_group, ["run", "--at", bad])
         assert result.exit_code == 2 and "ISO timestamp" in result.output, result.output
     assert db.scalar(select(func.count()).select_from(AutomationRun)) == 1
+    # a failed run: exit status 1, the chunk's error on stderr
+    db.execute(Service.__table__.update().where(Service.id == service.id).values(paid_until=T0))
+    db.commit()
+    failed = runner.invoke(billing_group, ["charge", "--at", (T0 + dt.timedelta(days=2)).isoformat()])
+    assert failed.exit_code == 1
+    assert re.search(r"charge\s+failed", failed.stdout) and "ChargeConflict" in failed.stderr
+    assert len(period_rows(db, service)) == 3
     assert verify() == []
 
 
