@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ...domain.session import get_session
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 5000
 STALE_MINUTES = 60
+KEEP_DAYS = 30
 ERRORS_KEPT = 20
 
 
@@ -127,6 +128,17 @@ def mark_stale(session, now: dt.datetime) -> int:
     ).rowcount
 
 
+def prune(session, now: dt.datetime) -> int:
+    """Forget finished runs older than PUQPANEL_RUN_KEEP_DAYS (30); their chunks and a cycle's job runs go
+    with them. (The ledger and the activity log keep what the runs did.)"""
+    days = int(current_app.config.get("PUQPANEL_RUN_KEEP_DAYS", KEEP_DAYS))
+    old = select(AutomationRun.id).where(AutomationRun.cycle_id.is_(None), AutomationRun.status != "running",
+                                         AutomationRun.started_at < now - dt.timedelta(days=days))
+    return session.execute(delete(AutomationRun).where(
+        (AutomationRun.id.in_(old)) | (AutomationRun.cycle_id.in_(old))).execution_options(
+        synchronize_session=False)).rowcount
+
+
 def start_run(job_name: str, at: dt.datetime | None = None, trigger: str = "cli", *, cycle_id: int | None = None,
               slot: str | None = None, author_id: int | None = None) -> int | None:
     """Create the run (and its chunks) and commit. For "cycle", the cycle's run is created and the id of
@@ -137,6 +149,7 @@ def start_run(job_name: str, at: dt.datetime | None = None, trigger: str = "cli"
     at = (at or now).replace(microsecond=0)
     mark_stale(session, now)
     if job_name == "cycle" and trigger == "beat":
+        prune(session, now)
         running = session.scalar(select(func.count()).select_from(AutomationRun).where(
             AutomationRun.job == "cycle", AutomationRun.status == "running"))
         if running:
