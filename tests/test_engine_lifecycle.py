@@ -11,7 +11,7 @@ from sqlalchemy import select
 from puqpanel.billing import clock
 from puqpanel.billing import services as svc
 from puqpanel.billing.ledger import verify
-from puqpanel.models import ActivityLog, AutomationChunk, Client, Service
+from puqpanel.models import ActivityLog, AutomationChunk, Client, Service, Transaction
 from test_engine_charge import (fresh, fund, job_runs, ledger_count, make_price, order, period_rows, run,
                                 setup_rows, started)
 
@@ -319,4 +319,71 @@ def test_a_failing_chunk_is_recorded_and_the_others_still_run(app, db, eur, new_
     assert [len(period_rows(db, s)) for s in services] == [1, 1, 1, 2, 2, 2]
     assert cycle.status == "failed" and cycle.error_count == 1 and "charge: chunk 0" in cycle.errors
     assert job_runs(db, cycle)["terminate"].status == "succeeded"  # the cycle went on
+    assert verify() == []
+
+
+# -- invariants over random cycles ----------------------------------------------------------------------------
+def test_random_cycles_keep_the_rules(db, eur, new_client):
+    """Random services, funds and cycle moments; after every cycle: no running service of a non-exempt
+    client is left unpaid (paid-until passed) — it was charged or suspended; every charge of a non-exempt
+    client stayed within balance + credit limit; no service is reactivated and suspended again in one cycle;
+    a service's periods follow each other without overlap (a gap only where billing resumed after a
+    suspension); each period charged once."""
+    import random
+
+    rnd = random.Random(1)
+    clients = [new_client() for _ in range(6)]
+    for i, c in enumerate(clients):
+        values = {"credit_limit": D(rnd.choice(["0", "0", "5"])), "never_auto_suspend": i == 5}
+        db.execute(Client.__table__.update().where(Client.id == c.id).values(**values))
+    db.commit()
+    prices = [make_price(db, eur, period, base, hourly=hourly, termination_delay_hours=delay)
+              for period, base, hourly, delay in (
+                  ("hourly", "0.07", False, 200), ("daily", "1.3", False, 100), ("weekly", "4", False, 500),
+                  ("monthly", "9.99", False, 1000), ("monthly", "30", True, 300), ("monthly", "2", True, 48),
+                  ("quarterly", "20", False, 2000), ("one_time", "15", False, 48))]
+    now = dt.datetime(2026, 1, 28, 22, 0)
+    services = []
+    for c in clients:
+        fund(c, str(rnd.randint(0, 80)))
+    for _ in range(30):
+        c, price = rnd.choice(clients), rnd.choice(prices)
+        services.append(order(c, price, now - dt.timedelta(hours=rnd.randint(0, 30))))
+    for step in range(6):
+        now += dt.timedelta(hours=rnd.choice([1, 5, 23, 49, 24 * 9]) if step else 1, minutes=rnd.randint(0, 59))
+        if step % 2:
+            for c in rnd.sample(clients, 3):
+                fund(c, str(rnd.randint(1, 40)))
+        if step == 2:  # a termination request for a running service
+            running = [s for s in services if fresh(db, s).status == "active"]
+            db.execute(Service.__table__.update().where(Service.id == rnd.choice(running).id)
+                       .values(termination_requested_at=now))
+            db.commit()
+        run("cycle", now)
+        db.expire_all()
+        exempt = {c.id for c in clients if fresh(db, c).never_auto_suspend}
+        for s in db.scalars(select(Service)):
+            if s.status == "active" and s.price.period != "one_time" and s.termination_requested_at is None:
+                assert s.paid_until > now, (step, s.id, s.price.period, s.paid_until, now)
+            if s.status == "suspended":
+                assert s.client_id not in exempt and s.suspension_kind == "non_payment"
+        rows = db.execute(select(Transaction.client_id, Transaction.balance_after, Client.credit_limit)
+                          .join(Client, Client.id == Transaction.client_id)
+                          .where(Transaction.type == "charge", Transaction.period_start.is_not(None),
+                                 Transaction.created_at == now)).all()
+        for client_id, after, limit in rows:
+            if client_id not in exempt:
+                assert after >= -limit, (step, client_id, after, limit)
+        # no service reactivated and suspended again in one cycle
+        moved = db.execute(select(ActivityLog.object_id, ActivityLog.action).where(
+            ActivityLog.created_at == now, ActivityLog.action.in_(["service.suspend", "service.unsuspend"]))).all()
+        assert len({object_id for object_id, _a in moved}) == len(moved), moved
+    # periods per service: consecutive or a gap (resumed), never overlapping, never twice
+    for s in services:
+        periods = [(start, stop) for _a, start, stop in period_rows(db, s)]
+        assert len(set(periods)) == len(periods)
+        for (_s1, e1), (s2, _e2) in zip(periods, periods[1:]):
+            assert e1 is not None and s2 >= e1, (s.id, periods)
+    statuses = {fresh(db, s).status for s in services}
+    assert {"active", "suspended", "terminated"} <= statuses, statuses
     assert verify() == []
