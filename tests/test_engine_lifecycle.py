@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from puqpanel.billing import clock
 from puqpanel.billing import services as svc
@@ -104,6 +104,46 @@ def test_unsuspend_leaves_funds_to_the_services_still_running(db, eur, new_clien
     run("cycle", dt.datetime(2026, 4, 11, 9))
     assert fresh(db, cheap).status == "active" and fresh(db, big).status == "suspended"
     assert fresh(db, client).balance == D("0")
+    assert verify() == []
+
+
+def test_only_what_the_charge_job_will_really_charge_is_set_aside(db, eur, new_client):
+    """The reservation is the charge job's own first round: a running service the funds can't pay anyway
+    doesn't block a reactivation or a new order (else a second cycle at the same moment would do them);
+    a running service's whole backlog of missed hours is set aside, not just its next hour."""
+    at = dt.datetime(2026, 4, 10, 9)
+    # client 1: a running 12 that 10 can't pay; a suspended 3 and a new order of 2 fit
+    one = new_client()
+    fund(one, "15")
+    dear = started(one, make_price(db, eur, "monthly", "12"), T0)            # paid until Apr 10; balance 3
+    cheap = started(one, make_price(db, eur, "weekly", "3", termination_delay_hours=10000), at - 8 * DAY)
+    run("cycle", at - DAY)                                                    # balance 0: cheap suspended
+    assert fresh(db, cheap).status == "suspended"
+    fund(one, "10")
+    new = order(one, make_price(db, eur, "monthly", "2"), at - H)
+    cycle = run("cycle", at)
+    assert fresh(db, new).status == "active" and fresh(db, cheap).status == "active"
+    assert fresh(db, dear).status == "suspended"
+    assert fresh(db, one).balance == D("5")
+    # client 2: 5 missed hours of a running hourly plan (0.1 each) are set aside before a suspended 0.3
+    two = new_client()
+    fund(two, "1.3")
+    hourly = started(two, make_price(db, eur, "monthly", "72", hourly=True), at - 5 * H)  # 0.1 an hour
+    small = started(two, make_price(db, eur, "daily", "0.3", termination_delay_hours=10000), at - 2 * DAY)
+    with clock.frozen_at(at - DAY):
+        svc.suspend(fresh(db, small), "unpaid", kind="non_payment")
+    fund(two, "-0.2")  # 1.3 - 0.1 - 0.3 - 0.2 = 0.7: the 5 hours due at `at` (0.5) leave 0.2 < 0.3
+    run("cycle", at)
+    assert fresh(db, hourly).status == "active" and fresh(db, hourly).paid_until == at + H
+    assert fresh(db, small).status == "suspended" and fresh(db, two).balance == D("0.2")
+    # the same cycle again: nothing changes
+    rows, entries = ledger_count(db), db.scalar(select(func.count()).select_from(ActivityLog))
+    statuses = [(s.id, s.status) for s in db.scalars(select(Service).order_by(Service.id))]
+    again = run("cycle", at)
+    assert ledger_count(db) == rows and db.scalar(select(func.count()).select_from(ActivityLog)) == entries
+    assert [(s.id, s.status) for s in db.scalars(select(Service).order_by(Service.id))] == statuses
+    assert all(not r.counts for r in job_runs(db, again).values())
+    assert job_runs(db, cycle)["unsuspend"].counts == {"unsuspended": 1}
     assert verify() == []
 
 

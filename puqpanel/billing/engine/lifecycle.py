@@ -5,9 +5,12 @@
 - create:    pending services whose setup fee + first charge are covered → provisioned and activated by
              `services.activate` (one service at a time: a provisioning module talks to the outside world),
              otherwise left pending with the reason "Insufficient funds";
-- unsuspend: suspended for non-payment, the next charge covered again (cheapest first per client, like the
-             charge job) → active; billing resumes at that moment (the suspended time is not charged) and
-             month-based periods are re-anchored on that day;
+- unsuspend: suspended for non-payment, the next charge covered again (cheapest first per client) → active;
+             billing resumes at that moment (the suspended time is not charged) and month-based periods are
+             re-anchored on that day;
+  both set aside first what the charge job will charge the client's running services in this cycle
+  (`reserved_for_running`), so that a new or reactivated service never gets a running one suspended and a
+  second cycle at the same moment changes nothing;
 - suspend:   active, due, and not covered once the charge job ran (the same cheapest-first order, so what
              the charge job could not pay is exactly what gets suspended), client not exempt → suspended,
              kind non-payment, dated;
@@ -21,9 +24,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from decimal import Decimal
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import insert, select, text
+from sqlalchemy import Boolean, Integer, insert, select, text
 
 from ...domain import DomainError
 from ...models import ActivityLog, Service
@@ -77,42 +81,61 @@ def _resume_at(d: Dialect) -> str:
     return "(CASE WHEN s.paid_until > :at THEN s.paid_until ELSE :at END)"
 
 
+_ALL_IDS = (0, 2**31 - 1)
+
+
+def reserved_for_running(session, d: Dialect, at: dt.datetime, clients_sql: str, params: dict) -> dict[int, Decimal]:
+    """Per client (those of `clients_sql`, a subquery of client ids), what the charge job would charge the
+    client's running due services at `at` in its first round — their periods started by `at`, cheapest
+    first, as far as balance + credit limit cover them (charge._chosen, the charge job's own statement,
+    over all service ids). The create and unsuspend jobs set this aside first: a new order or a
+    reactivation then never takes the money of a running service that would have been charged (it would
+    be suspended in the same cycle), and a second cycle at the same moment finds nothing more to do."""
+    from ...models.base import Money
+    from .charge import _chosen, label_params
+
+    chosen = _chosen(d, expand=True).format(clients=f"AND s.client_id IN ({clients_sql})")
+    sql = typed_text(f"SELECT x.client_id AS client_id, sum(x.amount) AS total FROM ({chosen}) x "
+                     "WHERE NOT x.exempt GROUP BY x.client_id").columns(client_id=Integer, total=Money)
+    values = dict(params, lo=_ALL_IDS[0], hi=_ALL_IDS[1], at=at, **label_params())
+    return {client_id: total for client_id, total in session.execute(sql, values)}
+
+
 def unsuspend_chunk(session, d: Dialect, run_id, lo: int, hi: int, at: dt.datetime) -> Counts:
-    """Reactivate the non-payment suspensions of the range whose next charge the client's funds cover once
-    the next charges of the client's running, due services are counted first (the charge job runs right
-    after: reactivating a service must not leave a running one unpaid, which would get it suspended and the
-    reactivated one suspended again with its termination delay restarted); the suspended ones cheapest
-    first."""
+    """Reactivate the non-payment suspensions of the range whose next charge the client's funds cover after
+    what the charge job, right after, will charge the client's running services (reserved_for_running:
+    reactivating a service must not leave a running one unpaid — it would be suspended, and a second cycle
+    would reactivate what the first one didn't); the suspended ones cheapest first. Never-auto-suspend
+    clients: all of them."""
     where = ("s.id BETWEEN :lo AND :hi AND s.status = 'suspended' AND s.suspension_kind = 'non_payment' "
              "AND s.termination_requested_at IS NULL")
     params = {"lo": lo, "hi": hi, "at": at}
     if not lock_clients(session, d, where, params):
         return Counts()
+    from ...models.base import Money
+
     amount = f"(CASE WHEN p.period = 'one_time' THEN 0 ELSE {d.charge_amount(_resume_at(d))} END)"
-    # prio 0: what the charge job is about to charge the client's running services (any chunk), rank 1:
-    # the candidates (prio 1)
-    ids = list(session.execute(typed_text(f"""
-        SELECT r.service_id FROM (
-            SELECT due.*, SUM(due.amount) OVER (PARTITION BY due.client_id
-                                                ORDER BY due.prio, due.amount, due.service_id
-                                                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum
-            FROM (
-                SELECT s.id AS service_id, s.client_id AS client_id, 1 AS prio, {amount} AS amount,
-                       c.balance AS balance, c.credit_limit AS credit_limit, c.never_auto_suspend AS exempt
-                FROM puq_service s JOIN puq_product_price p ON p.id = s.price_id
-                JOIN puq_product pr ON pr.id = p.product_id JOIN puq_client c ON c.id = s.client_id
-                WHERE {where} AND p.currency_id = c.currency_id
-                UNION ALL
-                SELECT s.id, s.client_id, 0, {d.charge_amount('s.paid_until')}, c.balance, c.credit_limit,
-                       c.never_auto_suspend
-                FROM puq_service s JOIN puq_product_price p ON p.id = s.price_id
-                JOIN puq_product pr ON pr.id = p.product_id JOIN puq_client c ON c.id = s.client_id
-                WHERE s.status = 'active' AND s.termination_requested_at IS NULL AND s.paid_until <= :at
-                  AND p.period <> 'one_time' AND p.currency_id = c.currency_id
-                  AND s.client_id IN (SELECT s.client_id FROM puq_service s WHERE {where})
-            ) due
-        ) r WHERE r.prio = 1 AND (r.exempt OR r.balance + r.credit_limit >= r.cum)
-        ORDER BY r.service_id"""), params).scalars())
+    candidates = session.execute(typed_text(f"""
+        SELECT s.id AS service_id, s.client_id AS client_id, {amount} AS amount, c.balance AS balance,
+               c.credit_limit AS credit_limit, c.never_auto_suspend AS exempt
+        FROM puq_service s JOIN puq_product_price p ON p.id = s.price_id
+        JOIN puq_product pr ON pr.id = p.product_id JOIN puq_client c ON c.id = s.client_id
+        WHERE {where} AND p.currency_id = c.currency_id
+        ORDER BY s.client_id, 3, s.id""").columns(service_id=Integer, client_id=Integer, amount=Money,
+                                                   balance=Money, credit_limit=Money, exempt=Boolean),
+        params).all()
+    reserved = reserved_for_running(session, d, at, (
+        "SELECT s2.client_id FROM puq_service s2 WHERE s2.id BETWEEN :cand_lo AND :cand_hi "
+        "AND s2.status = 'suspended' AND s2.suspension_kind = 'non_payment' "
+        "AND s2.termination_requested_at IS NULL"), {"cand_lo": lo, "cand_hi": hi}) if candidates else {}
+    ids, cum, client = [], Decimal(0), None
+    for row in candidates:  # per client, cheapest first (the rows are ordered so)
+        if row.client_id != client:
+            client, cum = row.client_id, reserved.get(row.client_id, Decimal(0))
+        cum += row.amount
+        if row.exempt or row.balance + row.credit_limit >= cum:
+            ids.append(row.service_id)
+    ids.sort()
     rows = _update(session, ids, (
         "status = 'active', provision_status = 'completed', status_reason = '', suspension_kind = '', "
         "billing_anchor_day = CASE WHEN paid_until < :at THEN :at_day ELSE billing_anchor_day END, "
@@ -182,9 +205,9 @@ def create_chunk(session, d: Dialect, run_id, lo: int, hi: int, at: dt.datetime,
     """Activate pending services whose first charges are covered (services.activate: provision, charge the
     setup fee and the first period, log). Each service commits on its own; a re-run finds them active.
 
-    Covered means: balance + credit limit ≥ setup + first charge + the next charges of the client's running
-    services that are due now (the charge job runs later in the cycle: a new order must not take the money
-    a running service needs and get it suspended). Not covered: the service stays pending with the reason
+    Covered means: balance + credit limit ≥ setup + first charge + what the charge job, later in the cycle,
+    will charge the client's running services (reserved_for_running: a new order must not take the money a
+    running service needs and get it suspended). Not covered: the service stays pending with the reason
     "Insufficient funds"; refused for another reason (e.g. the client's currency changed since the order):
     that reason. A dry run only counts what would be created and what not (no provisioning, no writes)."""
     counts = Counts()
@@ -230,10 +253,9 @@ def create_chunk(session, d: Dialect, run_id, lo: int, hi: int, at: dt.datetime,
 
 def _covered_now(session, d: Dialect, service: Service, at: dt.datetime) -> bool | None:
     """Whether the client's balance + credit limit cover the service's setup + first charge from `at` after
-    the next charges of the client's running due services (never-auto-suspend clients: those are charged
-    anyway, nothing is set aside). None: can't be computed (no price, another currency than the client's)."""
+    what the charge job will charge the client's running services (reserved_for_running; never-auto-suspend
+    clients: those are charged anyway, nothing is set aside). None: can't be computed (no price, another currency than the client's)."""
     from ...models import Client
-    from ...models.base import Money
     from ..charging import first_charges
 
     client = session.execute(
@@ -242,14 +264,9 @@ def _covered_now(session, d: Dialect, service: Service, at: dt.datetime) -> bool
     price = service.price
     if client is None or price is None or service.product is None or price.currency_id != client.currency_id:
         return None
-    reserved = 0
+    reserved = Decimal(0)
     if not client.never_auto_suspend:
-        reserved = session.execute(typed_text(f"""
-            SELECT coalesce(sum({d.charge_amount('s.paid_until')}), 0) AS total
-            FROM puq_service s JOIN puq_product_price p ON p.id = s.price_id
-            JOIN puq_product pr ON pr.id = p.product_id JOIN puq_client c ON c.id = s.client_id
-            WHERE s.client_id = :client_id AND s.status = 'active' AND s.termination_requested_at IS NULL
-              AND s.paid_until <= :at AND p.period <> 'one_time' AND p.currency_id = c.currency_id
-            """).columns(total=Money), {"client_id": service.client_id, "at": at}).scalar()
+        reserved = reserved_for_running(session, d, at, "SELECT CAST(:client_id AS INTEGER)",
+                                        {"client_id": service.client_id}).get(service.client_id, reserved)
     needed = first_charges(service, at.replace(microsecond=0)) + reserved
     return client.balance + (client.credit_limit or 0) >= needed
