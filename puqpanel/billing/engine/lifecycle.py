@@ -89,8 +89,11 @@ def reserved_for_running(session, d: Dialect, at: dt.datetime, clients_sql: str,
     client's running due services at `at` in its first round — their periods started by `at`, cheapest
     first, as far as balance + credit limit cover them (charge._chosen, the charge job's own statement,
     over all service ids). The create and unsuspend jobs set this aside first: a new order or a
-    reactivation then never takes the money of a running service that would have been charged (it would
-    be suspended in the same cycle), and a second cycle at the same moment finds nothing more to do."""
+    reactivation then doesn't take the money of a running service that would have been charged (it would
+    be suspended in the same cycle), and a second cycle at the same moment finds nothing more to do.
+    Known gap: when a period the funds can't pay comes, in the charge order, before later periods of a
+    backlog they can pay, the charge job's later rounds still charge those later periods; this first round
+    doesn't count them (the reservation is then too small)."""
     from ...models.base import Money
     from .charge import _chosen, label_params
 
