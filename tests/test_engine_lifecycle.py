@@ -147,6 +147,55 @@ def test_only_what_the_charge_job_will_really_charge_is_set_aside(db, eur, new_c
     assert verify() == []
 
 
+def test_time_run_unpaid_before_the_suspension_is_billed_after_it(db, eur, new_client):
+    """A late run (6 hours behind) can't pay the first missed hour: suspended at the run. The suspended
+    time is not billed, the 6 hours the service ran are: on reactivation paid-until moves on by the
+    suspended time only, and the funds must cover every period then due. A second cycle at the same moment
+    changes nothing (it used to reactivate at March's cheaper hourly rate what the first had suspended at
+    February's)."""
+    client = new_client()
+    price = make_price(db, eur, "monthly", "120", hourly=True, termination_delay_hours=1000)
+    feb, mar = D("120") / 672, D("120") / 744
+    feb, mar = feb.quantize(D("0.0001")), mar.quantize(D("0.0001"))
+    assert (feb, mar) == (D("0.1786"), D("0.1613"))
+    fund(client, str(feb + D("0.17")))
+    service = started(client, price, dt.datetime(2026, 2, 28, 22))   # paid until Feb 28 23:00
+    at = dt.datetime(2026, 3, 1, 5)
+    run("cycle", at)
+    service = fresh(db, service)
+    assert (service.status, service.suspended_at, service.paid_until) == ("suspended", at, dt.datetime(2026, 2, 28, 23))
+    again = run("cycle", at)
+    assert fresh(db, service).status == "suspended" and all(not r.counts for r in job_runs(db, again).values())
+    # three hours later: resume at Feb 28 23:00 + 3 h suspended = Mar 1 02:00; 02:00 … 08:00 are due (7 × March)
+    later = at + 3 * H
+    fund(client, str(7 * mar - D("0.17") - D("0.0001")))
+    run("cycle", later)
+    assert fresh(db, service).status == "suspended"
+    fund(client, "0.0001")
+    cycle = run("cycle", later)
+    service = fresh(db, service)
+    assert service.status == "active" and service.paid_until == later + H
+    assert period_rows(db, service)[1:] == [(mar, dt.datetime(2026, 3, 1, 2) + i * H, dt.datetime(2026, 3, 1, 3) + i * H)
+                                            for i in range(7)]
+    assert fresh(db, client).balance == D("0")
+    assert job_runs(db, cycle)["unsuspend"].counts == {"unsuspended": 1}
+    # month-based: paid until Mar 10, the run comes on Mar 12 (2 days unpaid), reactivated on Mar 20: the
+    # period starts on Mar 18 (8 suspended days later) and re-anchors on the 18th
+    other = new_client()
+    fund(other, "10")
+    monthly = started(other, make_price(db, eur, "monthly", "10", termination_delay_hours=1000),
+                      dt.datetime(2026, 2, 10, 9))
+    run("cycle", dt.datetime(2026, 3, 12, 9))
+    assert fresh(db, monthly).status == "suspended"
+    fund(other, "10")
+    run("cycle", dt.datetime(2026, 3, 20, 9))
+    monthly = fresh(db, monthly)
+    assert (monthly.status, monthly.billing_anchor_day, monthly.paid_until) == (
+        "active", 18, dt.datetime(2026, 4, 18, 9))
+    assert period_rows(db, monthly)[-1] == (D("10"), dt.datetime(2026, 3, 18, 9), dt.datetime(2026, 4, 18, 9))
+    assert verify() == []
+
+
 def test_never_auto_suspend_client_is_unsuspended(db, eur, new_client):
     client = new_client()
     fund(client, "2")

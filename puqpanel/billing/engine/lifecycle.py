@@ -5,9 +5,9 @@
 - create:    pending services whose setup fee + first charge are covered → provisioned and activated by
              `services.activate` (one service at a time: a provisioning module talks to the outside world),
              otherwise left pending with the reason "Insufficient funds";
-- unsuspend: suspended for non-payment, the next charge covered again (cheapest first per client) → active;
-             billing resumes at that moment (the suspended time is not charged) and month-based periods are
-             re-anchored on that day;
+- unsuspend: suspended for non-payment, what the charge job will then charge covered again (cheapest first
+             per client) → active; the suspended time is not charged: the paid-until moves on by it (to
+             :at for a service suspended as soon as it was due) and month-based periods re-anchor there;
   both set aside first what the charge job will charge the client's running services in this cycle
   (`reserved_for_running`), so that a new or reactivated service never gets a running one suspended and a
   second cycle at the same moment changes nothing;
@@ -31,10 +31,11 @@ from sqlalchemy import Boolean, Integer, insert, select, text
 
 from ...domain import DomainError
 from ...models import ActivityLog, Service
+from ...models.base import Money
 from .. import services as service_domain
-from .charge import DUE, lock_clients
+from .charge import DUE, MAX_ROUNDS, lock_clients
 from .counts import Counts
-from .sql import Dialect, typed_text
+from .sql import MONTH_PERIODS, Dialect, hours_case, typed_text
 
 
 def _update(session, ids: list[int], values_sql: str, params: dict, guard: str) -> list[tuple[int, int]]:
@@ -76,9 +77,21 @@ def cancel_chunk(session, d: Dialect, run_id, lo: int, hi: int, at: dt.datetime)
     return Counts({"cancelled": len(rows)})
 
 
-def _resume_at(d: Dialect) -> str:
-    """Where billing resumes: the paid-until if still ahead, else now."""
-    return "(CASE WHEN s.paid_until > :at THEN s.paid_until ELSE :at END)"
+def _resume_at(d: Dialect, t: str = "s.") -> str:
+    """Where billing resumes after a non-payment suspension: the suspended time [suspended_at, :at) is not
+    billed, the time the service ran unpaid before it was suspended is — so the paid-until moves on by the
+    suspended time (never beyond :at, e.g. for a service suspended while paid ahead); a paid-until still
+    ahead of :at stays. (Moving it to :at would also forgive the unpaid running time — after a late billing
+    run, hours the service ran — and a second cycle at the same moment would then reactivate at a cheaper
+    rate what the first had just suspended.) `t`: the table prefix ("s." or "" in an UPDATE)."""
+    paid, suspended = f"{t}paid_until", f"COALESCE({t}suspended_at, {t}paid_until)"
+    if d.name == "postgresql":
+        moved = f"LEAST(:at, {paid} + (:at - {suspended}))"
+    else:
+        seconds = (f"min(CAST(strftime('%s', :at) AS INTEGER), CAST(strftime('%s', {paid}) AS INTEGER)"
+                   f" + CAST(strftime('%s', :at) AS INTEGER) - CAST(strftime('%s', {suspended}) AS INTEGER))")
+        moved = f"(datetime({seconds}, 'unixepoch') || substr({paid}, 20))"
+    return f"(CASE WHEN {paid} < :at THEN {moved} ELSE {paid} END)"
 
 
 _ALL_IDS = (0, 2**31 - 1)
@@ -94,7 +107,6 @@ def reserved_for_running(session, d: Dialect, at: dt.datetime, clients_sql: str,
     Known gap: when a period the funds can't pay comes, in the charge order, before later periods of a
     backlog they can pay, the charge job's later rounds still charge those later periods; this first round
     doesn't count them (the reservation is then too small)."""
-    from ...models.base import Money
     from .charge import _chosen, label_params
 
     chosen = _chosen(d, expand=True).format(clients=f"AND s.client_id IN ({clients_sql})")
@@ -105,27 +117,36 @@ def reserved_for_running(session, d: Dialect, at: dt.datetime, clients_sql: str,
 
 
 def unsuspend_chunk(session, d: Dialect, run_id, lo: int, hi: int, at: dt.datetime) -> Counts:
-    """Reactivate the non-payment suspensions of the range whose next charge the client's funds cover after
-    what the charge job, right after, will charge the client's running services (reserved_for_running:
-    reactivating a service must not leave a running one unpaid — it would be suspended, and a second cycle
-    would reactivate what the first one didn't); the suspended ones cheapest first. Never-auto-suspend
-    clients: all of them."""
+    """Reactivate the non-payment suspensions of the range whose charges at reactivation (every period
+    started by :at from the resume point, see _resume_at) the client's funds cover after what the charge
+    job, right after, will charge the client's running services (reserved_for_running: reactivating a
+    service must not leave a running one unpaid — it would be suspended, and a second cycle would
+    reactivate what the first one didn't); the suspended ones cheapest first. Never-auto-suspend clients:
+    all of them."""
     where = ("s.id BETWEEN :lo AND :hi AND s.status = 'suspended' AND s.suspension_kind = 'non_payment' "
              "AND s.termination_requested_at IS NULL")
     params = {"lo": lo, "hi": hi, "at": at}
     if not lock_clients(session, d, where, params):
         return Counts()
-    from ...models.base import Money
-
-    amount = f"(CASE WHEN p.period = 'one_time' THEN 0 ELSE {d.charge_amount(_resume_at(d))} END)"
+    # what the charge job will charge right after a reactivation: every period started by :at from the
+    # resume point (hour-based; month-based: the next one), at least the next one
+    resume = _resume_at(d)
+    month_based = f"p.period IN ({', '.join(repr(p) for p in MONTH_PERIODS)})"
+    step = f"(CASE WHEN {d.hourly_billed()} THEN 1 ELSE {hours_case('p.period')} END)"
+    count = (f"(CASE WHEN p.period = 'one_time' OR ({month_based} AND NOT {d.hourly_billed()}) OR {resume} > :at "
+             f"THEN 1 ELSE {d.periods_started(resume, step)} END)")
+    start = f"(CASE WHEN k.n = 0 THEN {resume} ELSE {d.add_hours(resume, f'k.n * {step}')} END)"
+    amount = f"(CASE WHEN p.period = 'one_time' THEN 0 ELSE {d.charge_amount(start)} END)"
     candidates = session.execute(typed_text(f"""
-        SELECT s.id AS service_id, s.client_id AS client_id, {amount} AS amount, c.balance AS balance,
-               c.credit_limit AS credit_limit, c.never_auto_suspend AS exempt
+        SELECT s.id AS service_id, s.client_id AS client_id, sum({amount}) AS amount, min(c.balance) AS balance,
+               min(c.credit_limit) AS credit_limit, min(CASE WHEN c.never_auto_suspend THEN 1 ELSE 0 END) AS exempt
         FROM puq_service s JOIN puq_product_price p ON p.id = s.price_id
         JOIN puq_product pr ON pr.id = p.product_id JOIN puq_client c ON c.id = s.client_id
+        {d.numbers(f"LEAST_({count}, {MAX_ROUNDS})")}
         WHERE {where} AND p.currency_id = c.currency_id
+        GROUP BY s.id, s.client_id
         ORDER BY s.client_id, 3, s.id""").columns(service_id=Integer, client_id=Integer, amount=Money,
-                                                   balance=Money, credit_limit=Money, exempt=Boolean),
+                                                   balance=Money, credit_limit=Money, exempt=Integer),
         params).all()
     reserved = reserved_for_running(session, d, at, (
         "SELECT s2.client_id FROM puq_service s2 WHERE s2.id BETWEEN :cand_lo AND :cand_hi "
@@ -139,10 +160,11 @@ def unsuspend_chunk(session, d: Dialect, run_id, lo: int, hi: int, at: dt.dateti
         if row.exempt or row.balance + row.credit_limit >= cum:
             ids.append(row.service_id)
     ids.sort()
+    resumed = _resume_at(d, "")
     rows = _update(session, ids, (
         "status = 'active', provision_status = 'completed', status_reason = '', suspension_kind = '', "
-        "billing_anchor_day = CASE WHEN paid_until < :at THEN :at_day ELSE billing_anchor_day END, "
-        "paid_until = CASE WHEN paid_until < :at THEN :at ELSE paid_until END"), dict(params, at_day=at.day),
+        f"billing_anchor_day = CASE WHEN {resumed} <> paid_until THEN {d.day_of(resumed)} "
+        f"ELSE billing_anchor_day END, paid_until = {resumed}"), params,
         "status = 'suspended' AND suspension_kind = 'non_payment'")
     _log(session, rows, "unsuspend", "suspended", "active", str(_l("Funds cover the next charge again")),
          run_id, at)
