@@ -13,6 +13,8 @@ from decimal import Decimal
 from sqlalchemy import func, select
 
 from conftest import TEST_DB_URL
+from puqpanel.billing import clock
+from puqpanel.billing import services as svc
 from puqpanel.billing.ledger import verify
 from puqpanel.billing_cli import billing_group
 from puqpanel.models import ActivityLog, AutomationChunk, AutomationRun, Client, Service, Transaction
@@ -43,9 +45,16 @@ def world(db, eur, new_client) -> dict:
                .values(termination_requested_at=T0 + dt.timedelta(hours=1)))
     db.commit()
 
+    back = new_client(company_name="Back Again")
+    fund(back, "2")
+    returning = started(back, make_price(db, eur, "daily", "2", termination_delay_hours=1000), T0)
+    with clock.frozen_at(T0 + dt.timedelta(hours=1)):
+        svc.suspend(fresh(db, returning), "unpaid", kind="non_payment")
+    fund(back, "10")
+
     idle = new_client(company_name="Idle Orders")
     stale = order(idle, make_price(db, eur, "monthly", "10", cancellation_delay_hours=24), T0)
-    return {"payer": payer, "short": short, "leaving": leaving, "idle": idle, "hourly": hourly, "daily": daily,
+    return {"payer": payer, "short": short, "leaving": leaving, "idle": idle, "back": back, "returning": returning, "hourly": hourly, "daily": daily,
             "cheap": cheap, "dear": dear, "ending": ending, "stale": stale}
 
 
@@ -80,21 +89,24 @@ def test_dry_run_shows_per_client_lines_and_totals_and_writes_nothing(app, db, e
     assert lines[short][2:] == ("0", "0.0000", "EUR", "2", "0", "0", "0")
     assert lines[leaving][2:] == ("0", "0.0000", "EUR", "0", "0", "1", "0")
     assert lines[idle][2:] == ("0", "0.0000", "EUR", "0", "0", "0", "1")
-    assert "total charged 7.8000 EUR" in out
-    assert re.search(r"^charge\s+.*charges 50", out, re.M) and re.search(r"^suspend\s+suspended 2", out, re.M)
+    # back: the suspension is lifted (it came before the paid day ended: billing resumes at AT)
+    assert lines[w["back"].id][2:] == ("1", "2.0000", "EUR", "0", "1", "0", "0")
+    assert "total charged 9.8000 EUR" in out
+    assert re.search(r"^charge\s+.*charges 51", out, re.M) and re.search(r"^suspend\s+suspended 2", out, re.M)
 
     # the real run at the same moment does what the dry run said
     real = runner.invoke(billing_group, ["run", "--inline", "--at", AT.isoformat()])
     assert real.exit_code == 0, real.output
     assert re.search(r"run \d+ cycle\s+succeeded", real.output)
-    assert re.search(r"charge\s+succeeded .*charges 50.*7\.8000 EUR", real.output)
+    assert re.search(r"charge\s+succeeded .*charges 51.*9\.8000 EUR", real.output)
     assert fresh(db, w["payer"]).balance == D("100") - D("0.1") - D("1.5") - D("7.8")
     assert len(period_rows(db, w["hourly"])) == 49 and len(period_rows(db, w["daily"])) == 3
     assert {fresh(db, w[k]).status for k in ("cheap", "dear")} == {"suspended"}
     assert fresh(db, w["ending"]).status == "terminated" and fresh(db, w["stale"]).status == "cancelled"
     charged = dict(db.execute(select(ActivityLog.client_id, func.count()).where(
         ActivityLog.action == "automation.charge").group_by(ActivityLog.client_id)).all())
-    assert set(charged) == {payer}
+    assert set(charged) == {payer, w["back"].id}
+    assert fresh(db, w["returning"]).status == "active" and fresh(db, w["back"]).balance == D("8")
     # a dry run after the real one: nothing left to do at that moment
     again = runner.invoke(billing_group, ["run", "--dry-run", "--at", AT.isoformat()])
     assert again.exit_code == 0 and "total charged" not in again.output
