@@ -20,8 +20,8 @@ Two halves, deliberately independent of each other's implementation and of the e
    DESIGN.md "Core flows" 2 and 3 and the rules the engine documents (billing/engine/charge.py, lifecycle.py):
    cancel (pending, unpaid, older than the cancellation delay); create in id order when balance + credit
    limit cover setup + first charge + what the charge job will take for the client's running services
-   (its first round); unsuspend non-payment suspensions cheapest first after that same reservation,
-   billing resumed now and re-anchored; charge in rounds — every period started by `at` (month-based: the
+   (its first round); unsuspend non-payment suspensions whose charges at reactivation fit after that same
+   reservation, cheapest first, paid-until moved on by the suspended time and re-anchored; charge in rounds — every period started by `at` (month-based: the
    next one), first periods of all the client's services cheapest first, then second periods, …, while
    the funds at the round's start cover the running total, rounds repeating while a charged service is
    still due; hourly rate monthly ÷ (days × 24) half-up to 4 places; suspend what is still due and not
@@ -476,10 +476,10 @@ class Model:
             return add_months(start, MONTHS[p.period], anchor)
         return start + dt.timedelta(hours=HOURS[p.period])
 
-    def started_periods(self, s) -> list[tuple[dt.datetime, dt.datetime]]:
-        """(start, stop) of the periods from paid_until on that have started by `at` (month-based: only
-        the next one — a catch-up of several calendar periods takes a round each)."""
-        start = s["paid_until"]
+    def started_periods(self, s, start: dt.datetime | None = None) -> list[tuple[dt.datetime, dt.datetime]]:
+        """(start, stop) of the periods from paid_until (or `start`) on that have started by `at`
+        (month-based: only the next one — a catch-up of several calendar periods takes a round each)."""
+        start = start or s["paid_until"]
         if self.price[s["price_id"]].period in MONTHS and not self.hourly(s):
             return [(start, self.stop(s, start))]
         periods = []
@@ -578,18 +578,31 @@ class Model:
                 s["paid_until"] = stop
             out.created.add(sid)
 
-        # unsuspend: non-payment suspensions without a termination request whose next charge (from now) the
-        # funds cover after what the charge job will charge the client's running services; the suspended
-        # ones cheapest first; never-auto-suspend clients: all
+        # unsuspend: non-payment suspensions without a termination request whose charges at reactivation
+        # the funds cover after what the charge job will charge the client's running services; the
+        # suspended ones cheapest first; never-auto-suspend clients: all. The suspended time is not billed,
+        # the unpaid running time before the suspension is: billing resumes at paid_until + (at -
+        # suspended_at), at most `at` (a paid-until still ahead stays), month periods re-anchored there; the
+        # charges at reactivation are every period started by `at` from there (month-based: the next one).
         candidates = [sid for sid, s in S.items() if s["status"] == "suspended"]
         items = []
+        resume_at = {}
         for sid in candidates:
             s = S[sid]
             if (s["suspension_kind"] == "non_payment" and s["termination_requested_at"] is None
                     and self.same_currency(s) and s["client_id"] not in self.frozen):
-                period = self.price[s["price_id"]].period
-                resume = s["paid_until"] if s["paid_until"] is not None and s["paid_until"] > at else at
-                items.append((s["client_id"], D(0) if period == "one_time" else self.amount(s, resume), sid))
+                paid = s["paid_until"]
+                resume = paid
+                if paid is not None and paid < at:
+                    resume = min(at, paid + (at - (s["suspended_at"] or paid)))
+                resume_at[sid] = resume
+                if self.price[s["price_id"]].period == "one_time":
+                    amount = D(0)
+                elif resume > at:
+                    amount = self.amount(s, resume)
+                else:
+                    amount = sum((self.amount(s, start) for start, _stop in self.started_periods(s, resume)), D(0))
+                items.append((s["client_id"], amount, sid))
         contested = set()
         for client_id, group in self._by_client(items).items():
             exempt = self.clients[client_id]["never_auto_suspend"]
@@ -603,8 +616,8 @@ class Model:
             for sid in chosen:
                 s = S[sid]
                 s.update(status="active", provision_status="completed", suspension_kind="")
-                if s["paid_until"] is not None and s["paid_until"] < at:
-                    s.update(paid_until=at, billing_anchor_day=at.day)
+                if resume_at[sid] != s["paid_until"]:
+                    s.update(paid_until=resume_at[sid], billing_anchor_day=resume_at[sid].day)
                 out.unsuspended.add(sid)
         self._chunk_check("unsuspend", candidates, contested)
 
