@@ -386,9 +386,10 @@ def test_funds_cover_the_cheapest_first_the_rest_is_suspended(db, eur, new_clien
     assert verify() == []
 
 
-def test_a_backlog_is_charged_in_order_as_far_as_funds_go(db, eur, new_client):
-    """After an outage, funds for only part of the missed hours: the oldest hours are charged (no gap), the
-    service is suspended from the first unpaid hour on; a cheaper daily service of the client goes first."""
+def test_a_backlog_the_funds_cannot_pay_is_not_charged_but_suspended(db, eur, new_client):
+    """After an outage, funds for only part of the missed hours: a service is charged wholly or not at all,
+    so the hourly plan's backlog (30 × 0.1) is not charged and the service is suspended at its first unpaid
+    hour; the client's cheaper daily service, which the funds cover, is charged and keeps running."""
     client = new_client()
     fund(client, "1.35")
     start = dt.datetime(2026, 4, 10, 10)
@@ -397,15 +398,12 @@ def test_a_backlog_is_charged_in_order_as_far_as_funds_go(db, eur, new_client):
     assert fresh(db, client).balance == D("1.2")
     at = start + 30 * H  # 30 hours missed (+ the current one), the daily period from +24h
     run("cycle", at)
-    rows = period_rows(db, hourly)
-    # of 1.2: first periods first, cheapest first (the daily 0.05 from +24h, the hour from +1h), then the
-    # hours +2h … +11h in order (10 × 0.1); the hour from +12h would need 1.25
-    assert rows == [(D("0.1"), start + i * H, start + (i + 1) * H) for i in range(12)]
+    assert period_rows(db, hourly) == [(D("0.1"), start, start + H)]  # only the activation's hour
     assert len(period_rows(db, daily)) == 2
     hourly = fresh(db, hourly)
-    assert (hourly.status, hourly.paid_until, hourly.suspended_at) == ("suspended", start + 12 * H, at)
+    assert (hourly.status, hourly.paid_until, hourly.suspended_at) == ("suspended", start + H, at)
     assert fresh(db, daily).status == "active"
-    assert fresh(db, client).balance == D("0.05")
+    assert fresh(db, client).balance == D("1.15")
     assert verify() == []
 
 

@@ -18,6 +18,7 @@ No request objects here (Celery jobs call these too); the acting user comes from
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from decimal import Decimal
 from typing import Any
@@ -260,8 +261,9 @@ def suspend(service: Service, reason: str, kind: str = "staff") -> Service:
 
 
 def unsuspend(service: Service) -> Service:
-    """suspended → active. Billing resumes now: the suspended time is not charged (paid-until moves to now
-    if it lies behind, and month-based periods re-anchor on today), as the billing engine's unsuspend does."""
+    """suspended → active. The suspended time is not charged: paid-until moves on by it (never beyond now;
+    time the service ran unpaid before the suspension stays due) and month-based periods re-anchor on the
+    new paid-until's day — as the billing engine's unsuspend does."""
     with transaction():
         _client, service = _locked(service)
         if service.status != "suspended":
@@ -269,8 +271,11 @@ def unsuspend(service: Service) -> Service:
         before = activity.snapshot(service, _LOGGED_FIELDS)
         now = clock.now().replace(microsecond=0)
         if service.paid_until is not None and service.paid_until < now:
-            service.paid_until = now
-            service.billing_anchor_day = now.day
+            suspended = service.suspended_at or service.paid_until
+            resumed = min(now, service.paid_until + max(now - suspended, dt.timedelta(0)))
+            if resumed != service.paid_until:
+                service.paid_until = resumed
+                service.billing_anchor_day = resumed.day
         service.status = "active"
         service.provision_status = "completed"
         service.status_reason = ""

@@ -14,10 +14,11 @@ Per chunk:
 4. one activity entry per client charged in a round ("automation.charge": periods, amount, run) — written by
    the same statement; a catch-up of several month-based periods writes one per round.
 
-Funds: per client, due services are taken cheapest first (then by id) while balance + credit limit covers
-the running total; the rest stay due and the suspend job, which applies the same order to what is left,
-suspends them — so a service is either charged or suspended, never left running unpaid. Clients with the
-never-auto-suspend flag are charged whatever their balance (their debt grows instead).
+Funds: per client, due services are taken cheapest first (by what all their started periods cost), each
+wholly or not at all, while balance + credit limit covers the running total; the rest stay due and the
+suspend job, which applies the same rule, suspends them — so a service is either charged or suspended,
+never left running unpaid. Clients with the never-auto-suspend flag are charged whatever their balance (their
+debt grows instead).
 
 Amounts and period ends are computed in SQL exactly as `charging.charge_amount` / `charge_bounds` do
 (hourly rate = monthly ÷ (days in that month × 24), 4 places half-up; calendar months on the anchor day).
@@ -63,41 +64,52 @@ def label_params() -> dict[str, str]:
 
 
 def _chosen(d: Dialect, expand: bool = False) -> str:
-    """The periods to charge in this round: for every due service of the range its next period, or with
-    `expand` all its periods that have started by :at (hour-based periods, at most MAX_ROUNDS of them; one
-    month-based period per round), as far as the client's funds cover them — first periods of all services
-    cheapest first, then second periods, … (so a service's periods are always paid in order). The first
-    round of a chunk doesn't expand (the usual case: one period due; no set-returning join for the planner
-    to misjudge); later rounds, only needed after an outage, do."""
+    """The periods to charge in this round, with `cum` (the client's running total in charging order, for
+    the balance chain). Candidates: for every due service of the range its next period, or with `expand`
+    every period started by :at (hour-based, at most MAX_ROUNDS; month-based: one per round).
+
+    Funds decide per service, all or nothing: a client's services are taken by what they cost in this round
+    (their `service_total`), cheapest first, while balance + credit limit covers the running sum
+    (`service_cum`); a service that doesn't fit is not charged at all — the suspend job, which applies the
+    same rule, suspends exactly those. Never-auto-suspend clients are charged everything.
+
+    The first round of a chunk expands only when some service has more than one period started (an outage,
+    a long --at jump): the usual case stays a plain statement without a set-returning join."""
     month_based = f"p.period IN ({', '.join(repr(p) for p in MONTH_PERIODS)})"
     step = f"(CASE WHEN {d.hourly_billed()} THEN 1 ELSE {hours_case('p.period')} END)"
     count = f"(CASE WHEN {month_based} AND NOT {d.hourly_billed()} THEN 1 ELSE {d.periods_started('s.paid_until', step)} END)"
-    start = f"(CASE WHEN k.n = 0 THEN s.paid_until ELSE {d.add_hours('s.paid_until', f'k.n * {step}')} END)"
-    stop = (f"(CASE WHEN {month_based} AND NOT {d.hourly_billed()} THEN {d.charge_stop('s.paid_until')} "
-            f"ELSE {d.add_hours('s.paid_until', f'(k.n + 1) * {step}')} END)")
-    if not expand:
-        start, stop = "s.paid_until", d.charge_stop("s.paid_until")
-    numbers = d.numbers(f"LEAST_({count}, {MAX_ROUNDS})") if expand else ""
-    seq = "k.n" if expand else "0"
+    if expand:
+        start = f"(CASE WHEN k.n = 0 THEN s.paid_until ELSE {d.add_hours('s.paid_until', f'k.n * {step}')} END)"
+        stop = (f"(CASE WHEN {month_based} AND NOT {d.hourly_billed()} THEN {d.charge_stop('s.paid_until')} "
+                f"ELSE {d.add_hours('s.paid_until', f'(k.n + 1) * {step}')} END)")
+        numbers, seq = d.numbers(f"LEAST_({count}, {MAX_ROUNDS})"), "k.n"
+        total = "SUM(due.amount) OVER (PARTITION BY due.service_id)"
+    else:
+        start, stop, numbers, seq, total = "s.paid_until", d.charge_stop("s.paid_until"), "", "0", "due.amount"
+    order = "ORDER BY t.service_total, t.service_id, t.seq ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
     return f"""
         SELECT r.* FROM (
-            SELECT due.*, SUM(due.amount) OVER (
-                       PARTITION BY due.client_id ORDER BY due.seq, due.amount, due.service_id
-                       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum
+            SELECT t.*,
+                   SUM(CASE WHEN t.seq = 0 THEN t.service_total ELSE 0 END) OVER (
+                       PARTITION BY t.client_id {order}) AS service_cum,
+                   SUM(t.amount) OVER (PARTITION BY t.client_id {order}) AS cum
             FROM (
-                SELECT s.id AS service_id, s.client_id AS client_id, {seq} AS seq, {start} AS period_start,
-                       {stop} AS period_stop, {d.charge_amount(start)} AS amount,
-                       {_description(d)} AS description, c.currency_id AS currency_id,
-                       c.balance AS balance, c.credit_limit AS credit_limit, c.never_auto_suspend AS exempt
-                FROM puq_service s
-                JOIN puq_product_price p ON p.id = s.price_id
-                JOIN puq_product pr ON pr.id = p.product_id
-                JOIN puq_client c ON c.id = s.client_id {{clients}}
-                {numbers}
-                WHERE {DUE} AND p.period <> 'one_time' AND p.currency_id = c.currency_id
-            ) due
+                SELECT due.*, {total} AS service_total
+                FROM (
+                    SELECT s.id AS service_id, s.client_id AS client_id, {seq} AS seq, {start} AS period_start,
+                           {stop} AS period_stop, {d.charge_amount(start)} AS amount,
+                           {_description(d)} AS description, c.currency_id AS currency_id,
+                           c.balance AS balance, c.credit_limit AS credit_limit, c.never_auto_suspend AS exempt
+                    FROM puq_service s
+                    JOIN puq_product_price p ON p.id = s.price_id
+                    JOIN puq_product pr ON pr.id = p.product_id
+                    JOIN puq_client c ON c.id = s.client_id {{clients}}
+                    {numbers}
+                    WHERE {DUE} AND p.period <> 'one_time' AND p.currency_id = c.currency_id
+                ) due
+            ) t
         ) r
-        WHERE r.exempt OR r.balance + r.credit_limit >= r.cum
+        WHERE r.exempt OR r.balance + r.credit_limit >= r.service_cum
     """
 
 
@@ -189,7 +201,7 @@ _STAGE = """
     CREATE TEMP TABLE IF NOT EXISTS puq_charge_stage (
         service_id INTEGER, client_id INTEGER, seq INTEGER, period_start TEXT, period_stop TEXT,
         amount INTEGER, description TEXT, currency_id INTEGER, balance INTEGER, credit_limit INTEGER,
-        exempt INTEGER, cum INTEGER)
+        exempt INTEGER, service_total INTEGER, service_cum INTEGER, cum INTEGER)
 """
 
 

@@ -11,9 +11,9 @@
   both set aside first what the charge job will charge the client's running services in this cycle
   (`reserved_for_running`), so that a new or reactivated service never gets a running one suspended and a
   second cycle at the same moment changes nothing;
-- suspend:   active, due, and not covered once the charge job ran (the same cheapest-first order, so what
-             the charge job could not pay is exactly what gets suspended), client not exempt → suspended,
-             kind non-payment, dated;
+- suspend:   active, due, and not covered once the charge job ran (the charge job's own rule, so what it
+             could not pay is exactly what gets suspended), client not exempt → suspended, kind non-payment,
+             dated;
 - terminate: a termination request whose paid period has ended (one-time services: at once), or a
              non-payment suspension older than the product's termination delay → terminated. Staff
              suspensions are never terminated automatically.
@@ -104,9 +104,8 @@ def reserved_for_running(session, d: Dialect, at: dt.datetime, clients_sql: str,
     over all service ids). The create and unsuspend jobs set this aside first: a new order or a
     reactivation then doesn't take the money of a running service that would have been charged (it would
     be suspended in the same cycle), and a second cycle at the same moment finds nothing more to do.
-    Known gap: when a period the funds can't pay comes, in the charge order, before later periods of a
-    backlog they can pay, the charge job's later rounds still charge those later periods; this first round
-    doesn't count them (the reservation is then too small)."""
+    With the charge rule "each service wholly or not at all" this first round is what the charge job
+    charges (more rounds only for month-based periods several months behind)."""
     from .charge import _chosen, label_params
 
     chosen = _chosen(d, expand=True).format(clients=f"AND s.client_id IN ({clients_sql})")
@@ -172,22 +171,22 @@ def unsuspend_chunk(session, d: Dialect, run_id, lo: int, hi: int, at: dt.dateti
 
 
 def suspend_chunk(session, d: Dialect, run_id, lo: int, hi: int, at: dt.datetime) -> Counts:
-    params = {"lo": lo, "hi": hi, "at": at}
+    """Suspend the due services of the range that the charge job's own rule (charge._chosen: per client,
+    cheapest first, each service wholly or not at all) would not charge now — after the charge job ran,
+    exactly the ones it could not pay. Never-auto-suspend clients: none."""
+    from .charge import _chosen, label_params
+
+    params = {"lo": lo, "hi": hi, "at": at, **label_params()}
     if not lock_clients(session, d, DUE, params):
         return Counts()
     reason = str(_l("Insufficient funds for the next charge"))
+    chosen = _chosen(d, expand=True).format(clients="")
     ids = list(session.execute(typed_text(f"""
-        SELECT r.service_id FROM (
-            SELECT due.*, SUM(due.amount) OVER (PARTITION BY due.client_id ORDER BY due.amount, due.service_id
-                                                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum
-            FROM (
-                SELECT s.id AS service_id, s.client_id AS client_id, {d.charge_amount('s.paid_until')} AS amount,
-                       c.balance AS balance, c.credit_limit AS credit_limit, c.never_auto_suspend AS exempt
-                FROM puq_service s JOIN puq_product_price p ON p.id = s.price_id
-                JOIN puq_product pr ON pr.id = p.product_id JOIN puq_client c ON c.id = s.client_id
-                WHERE {DUE} AND p.period <> 'one_time' AND p.currency_id = c.currency_id
-            ) due
-        ) r WHERE NOT r.exempt AND r.balance + r.credit_limit < r.cum ORDER BY r.service_id"""), params).scalars())
+        SELECT s.id FROM puq_service s
+        JOIN puq_product_price p ON p.id = s.price_id JOIN puq_client c ON c.id = s.client_id
+        WHERE {DUE} AND p.period <> 'one_time' AND p.currency_id = c.currency_id AND NOT c.never_auto_suspend
+          AND s.id NOT IN (SELECT x.service_id FROM ({chosen}) x)
+        ORDER BY s.id"""), params).scalars())
     rows = _update(session, ids, (
         "status = 'suspended', provision_status = 'suspended', suspended_at = :at, status_reason = :reason, "
         "suspension_kind = 'non_payment'"), dict(params, reason=reason), "status = 'active'")
