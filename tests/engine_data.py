@@ -18,18 +18,27 @@ Two halves, deliberately independent of each other's implementation and of the e
 
 2. **The expected outcome** (`simulate_cycle`): plain Python over the generated rows — no engine code — from
    DESIGN.md "Core flows" 2 and 3 and the rules the engine documents (billing/engine/charge.py, lifecycle.py):
-   cancel (pending, unpaid, older than the cancellation delay); create in id order when balance + credit
-   limit cover setup + first charge + what the charge job will take for the client's running services
-   (its first round); unsuspend non-payment suspensions whose charges at reactivation fit after that same
-   reservation, cheapest first, paid-until moved on by the suspended time and re-anchored; charge in rounds — every period started by `at` (month-based: the
-   next one), first periods of all the client's services cheapest first, then second periods, …, while
-   the funds at the round's start cover the running total, rounds repeating while a charged service is
-   still due; hourly rate monthly ÷ (days × 24) half-up to 4 places; suspend what is still due and not
-   covered (not never-auto-suspend clients); terminate on request once paid-until passed, and non-payment
-   suspensions older than the termination delay. It returns every ledger row the cycle must write, the
-   final state of every service, final balances, the sets of services cancelled / created / unsuspended /
-   suspended / terminated, and (counterfactual run) services suspended only because of a reactivation.
-   `simulate_again` runs it once more on that result.
+   - cancel: pending, unpaid, older than the cancellation delay;
+   - the charge rule (`Model.charge_round`), per client: each due service's candidates are its periods started
+     by `at` (hour-based periods and hourly-billed monthly plans: every one, at most MAX_PERIODS; month-based:
+     the next one), its total their sum; services taken by (total, id), each **wholly or not at all**: charged
+     iff balance + credit limit cover the running sum of the totals up to and including it (never-auto-suspend
+     clients: everything);
+   - create in id order when balance + credit limit cover setup + first charge + what the charge rule takes
+     from the client's running due services (its first round — with whole services that is what the charge
+     job will charge, except the later rounds of a month-based catch-up of several periods, which neither the
+     engine's reservation nor this one counts; the mix has no such catch-up);
+   - unsuspend non-payment suspensions whose charges at reactivation (every period started by `at` from the
+     resume point: paid-until moved on by the suspended time, at most `at`; re-anchored there) fit after that
+     same reservation, cheapest first;
+   - charge: rounds of the charge rule, repeated while a service charged in the round is still due (month-based
+     catch-up); hourly rate monthly ÷ (days × 24) half-up to 4 places;
+   - suspend: the due services of non-exempt clients that the charge rule would not charge now (after the charge
+     job: exactly those it left);
+   - terminate on request once paid-until passed, and non-payment suspensions older than the termination delay.
+   It returns every ledger row the cycle must write, the final state of every service, final balances, the
+   sets of services cancelled / created / unsuspended / suspended / terminated, and (counterfactual run)
+   services suspended only because of a reactivation. `simulate_again` runs it once more on that result.
 """
 from __future__ import annotations
 
@@ -489,29 +498,34 @@ class Model:
         return periods
 
     def charge_round(self, client_id: int, sids: list[int]) -> tuple[list[tuple], bool]:
-        """One round of the charge job for a client's due services `sids`: every period started by `at`
-        (month-based: the next one), first periods of all services cheapest first, then second periods, …,
-        taken while balance + credit limit (as the round starts) cover the running total. (chosen rows
-        (seq, amount, service id, start, stop), whether all were covered)."""
-        rows = []
+        """One round of the charge rule for a client's due services `sids`. Each service's candidates are
+        its periods started by `at` (month-based: the next one); its total is their sum. Services are taken
+        by (total, id); a service is charged wholly — all its candidates — iff the client is never-auto-
+        suspend or balance + credit limit (as the round starts) cover the running sum of the totals of all
+        services up to and including it, otherwise not at all. Returns the chosen services as (total,
+        service id, [(seq, amount, start, stop), …]) in that order, and whether every service was chosen."""
+        services = []
         for sid in sids:
-            for seq, (start, stop) in enumerate(self.started_periods(self.services[sid])):
-                rows.append((seq, self.amount(self.services[sid], start), sid, start, stop))
-        rows.sort()
-        exempt, funds, cum, chosen = self.clients[client_id]["never_auto_suspend"], self.available(client_id), D(0), []
-        for row in rows:
-            cum += row[1]
+            s = self.services[sid]
+            periods = [(seq, self.amount(s, start), start, stop)
+                       for seq, (start, stop) in enumerate(self.started_periods(s))]
+            services.append((sum((row[1] for row in periods), D(0)), sid, periods))
+        services.sort(key=lambda item: (item[0], item[1]))
+        exempt, funds = self.clients[client_id]["never_auto_suspend"], self.available(client_id)
+        cum, chosen = D(0), []
+        for total, sid, periods in services:
+            cum += total
             if exempt or funds >= cum:
-                chosen.append(row)
-        return chosen, len(chosen) == len(rows)
+                chosen.append((total, sid, periods))
+        return chosen, len(chosen) == len(services)
 
     def reserved(self, client_id: int) -> Decimal:
-        """What the create and unsuspend jobs set aside: the charge job's first round over the client's
-        running due services (never-auto-suspend clients: nothing)."""
+        """What the create and unsuspend jobs set aside: what the charge rule takes from the client's running
+        due services now — the charge job's first round (never-auto-suspend clients: nothing)."""
         if self.clients[client_id]["never_auto_suspend"]:
             return D(0)
         running = [s["id"] for s in self.of_client[client_id] if self.due(s) and self.same_currency(s)]
-        return sum((row[1] for row in self.charge_round(client_id, running)[0]), D(0))
+        return sum((total for total, _sid, _periods in self.charge_round(client_id, running)[0]), D(0))
 
     def available(self, client_id: int) -> Decimal:
         return self.funds[client_id] + self.clients[client_id]["credit_limit"]
@@ -621,7 +635,8 @@ class Model:
                 out.unsuspended.add(sid)
         self._chunk_check("unsuspend", candidates, contested)
 
-        # charge: rounds (see charge_round) while a service charged in the round is still due
+        # charge: rounds of the charge rule (charge_round) over all the client's due services, repeated while
+        # a service charged in the round is still due (a month-based catch-up: one period per round)
         candidates = [sid for sid, s in S.items() if s["status"] == "active" and s["paid_until"] is not None
                       and s["paid_until"] <= at]
         due = [sid for sid in candidates if self.due(S[sid])]
@@ -635,13 +650,14 @@ class Model:
                 if not complete:
                     contested.add(client_id)
                 moved: dict[int, dt.datetime] = {}
-                for _seq, amount, sid, start, stop in chosen:
-                    if amount:
-                        self._charge(S[sid], start, stop, amount)
-                        code = self.currency_code[self.clients[client_id]["currency_id"]]
-                        out.charge_job_amounts[code] = out.charge_job_amounts.get(code, D(0)) + amount
-                    out.charge_job_periods += 1
-                    moved[sid] = max(stop, moved.get(sid, stop))
+                for _total, sid, periods in chosen:
+                    for _seq, amount, start, stop in periods:
+                        if amount:
+                            self._charge(S[sid], start, stop, amount)
+                            code = self.currency_code[self.clients[client_id]["currency_id"]]
+                            out.charge_job_amounts[code] = out.charge_job_amounts.get(code, D(0)) + amount
+                        out.charge_job_periods += 1
+                        moved[sid] = max(stop, moved.get(sid, stop))
                 for sid, stop in moved.items():
                     S[sid]["paid_until"] = stop
                 open_ = [sid for sid in open_ if S[sid]["paid_until"] <= at]
@@ -649,16 +665,16 @@ class Model:
                     break
         self._chunk_check("charge", candidates, contested)
 
-        # suspend: still due, not exempt, next charge not covered (cheapest first)
-        items = [(S[sid]["client_id"], self.amount(S[sid], S[sid]["paid_until"]), sid) for sid in S
-                 if self.due(S[sid]) and self.same_currency(S[sid])]
-        for client_id, group in self._by_client(items).items():
+        # suspend: the due services of non-exempt clients that the charge rule would not charge now
+        per_client = self._by_client([(S[sid]["client_id"], sid) for sid in sorted(S)
+                                      if self.due(S[sid]) and self.same_currency(S[sid])])
+        for client_id, sids in per_client.items():
             if self.clients[client_id]["never_auto_suspend"]:
                 continue
-            cum = D(0)
-            for amount, sid in sorted(group):
-                cum += amount
-                if self.available(client_id) < cum:
+            open_ = [sid for (sid,) in sids]
+            charged = {sid for _total, sid, _periods in self.charge_round(client_id, open_)[0]}
+            for sid in open_:
+                if sid not in charged:
                     S[sid].update(status="suspended", provision_status="suspended", suspension_kind="non_payment",
                                   suspended_at=at)
                     out.suspended.add(sid)
