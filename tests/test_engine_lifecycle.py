@@ -107,6 +107,27 @@ def test_unsuspend_leaves_funds_to_the_services_still_running(db, eur, new_clien
     assert verify() == []
 
 
+def test_a_month_based_backlog_is_charged_in_one_round_and_reserved_whole(db, eur, new_client):
+    """Two monthly periods of a running plan are due (a run two months late): both are charged in one
+    round, wholly, and reserved wholly before a reactivation, which therefore doesn't happen (10 - 9.98
+    doesn't cover the 0.35 of the suspended daily backup) — the running plan keeps running."""
+    client = new_client()
+    start = dt.datetime(2026, 1, 1, 6)
+    hosting = started(client, make_price(db, eur, "monthly", "4.99"), start - dt.timedelta(days=31))  # paid to Jan 1
+    backup = started(client, make_price(db, eur, "daily", "0.35", termination_delay_hours=10000), start)
+    at = dt.datetime(2026, 3, 1, 5)
+    set_service(db, backup, status="suspended", suspension_kind="non_payment", suspended_at=at - H,
+                paid_until=at - H)
+    fund(client, str(D("10") - fresh(db, client).balance))
+    run("cycle", at)
+    assert [row[1:] for row in period_rows(db, hosting)][-2:] == [
+        (dt.datetime(2026, 1, 1, 6), dt.datetime(2026, 2, 1, 6)), (dt.datetime(2026, 2, 1, 6), dt.datetime(2026, 3, 1, 6))]
+    assert fresh(db, hosting).status == "active" and fresh(db, hosting).paid_until == dt.datetime(2026, 3, 1, 6)
+    assert fresh(db, backup).status == "suspended"
+    assert fresh(db, client).balance == D("0.02")
+    assert verify() == []
+
+
 def test_only_what_the_charge_job_will_really_charge_is_set_aside(db, eur, new_client):
     """The reservation is the charge job's own first round: a running service the funds can't pay anyway
     doesn't block a reactivation or a new order (else a second cycle at the same moment would do them);

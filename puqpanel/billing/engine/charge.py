@@ -12,7 +12,7 @@ Per chunk:
    hours of an hourly-billed plan and the current one, **each period its own ledger row** (one row per
    (service, period start), so the unique key keeps guarding every hour);
 4. one activity entry per client charged in a round ("automation.charge": periods, amount, run) — written by
-   the same statement; a catch-up of several month-based periods writes one per round.
+   the same statement (more rounds, and entries, only for a service more than MAX_ROUNDS periods behind).
 
 Funds: per client, due services are taken cheapest first (by what all their started periods cost), each
 wholly or not at all, while balance + credit limit covers the running total; the rest stay due and the
@@ -34,7 +34,7 @@ from sqlalchemy import text
 from ...models import PERIODS
 from ..catalog import period_label
 from .counts import Counts
-from .sql import MONTH_PERIODS, Dialect, hours_case, typed_text
+from .sql import MONTH_PERIODS, Dialect, hours_case, months_case, typed_text
 
 # A chunk stops after this many rounds (periods per service); what is still due is charged next run.
 MAX_ROUNDS = 24 * 31
@@ -66,7 +66,7 @@ def label_params() -> dict[str, str]:
 def _chosen(d: Dialect, expand: bool = False) -> str:
     """The periods to charge in this round, with `cum` (the client's running total in charging order, for
     the balance chain). Candidates: for every due service of the range its next period, or with `expand`
-    every period started by :at (hour-based, at most MAX_ROUNDS; month-based: one per round).
+    every period started by :at (at most MAX_ROUNDS; more rounds only beyond that).
 
     Funds decide per service, all or nothing: a client's services are taken by what they cost in this round
     (their `service_total`), cheapest first, while balance + credit limit covers the running sum
@@ -75,17 +75,56 @@ def _chosen(d: Dialect, expand: bool = False) -> str:
 
     The first round of a chunk expands only when some service has more than one period started (an outage,
     a long --at jump): the usual case stays a plain statement without a set-returning join."""
-    month_based = f"p.period IN ({', '.join(repr(p) for p in MONTH_PERIODS)})"
+    month_based = f"(p.period IN ({', '.join(repr(p) for p in MONTH_PERIODS)}) AND NOT {d.hourly_billed()})"
     step = f"(CASE WHEN {d.hourly_billed()} THEN 1 ELSE {hours_case('p.period')} END)"
-    count = f"(CASE WHEN {month_based} AND NOT {d.hourly_billed()} THEN 1 ELSE {d.periods_started('s.paid_until', step)} END)"
+    months = months_case("p.period")
+    joins = f"""
+                    FROM puq_service s
+                    JOIN puq_product_price p ON p.id = s.price_id
+                    JOIN puq_product pr ON pr.id = p.product_id
+                    JOIN puq_client c ON c.id = s.client_id {{clients}}"""
+    where = f"WHERE {DUE} AND p.period <> 'one_time' AND p.currency_id = c.currency_id"
     if expand:
-        start = f"(CASE WHEN k.n = 0 THEN s.paid_until ELSE {d.add_hours('s.paid_until', f'k.n * {step}')} END)"
-        stop = (f"(CASE WHEN {month_based} AND NOT {d.hourly_billed()} THEN {d.charge_stop('s.paid_until')} "
-                f"ELSE {d.add_hours('s.paid_until', f'(k.n + 1) * {step}')} END)")
-        numbers, seq = d.numbers(f"LEAST_({count}, {MAX_ROUNDS})"), "k.n"
+        # Three layers keep every expression shallow (SQLite's parser has a small stack): the service and
+        # period number k, then the period's bounds, then its amount (the hourly rate of its own month).
+        count = (f"(CASE WHEN {month_based} THEN {d.months_to_at('s.paid_until')} / {months} + 1 "
+                 f"ELSE {d.periods_started('s.paid_until', step)} END)")
+        due = f"""
+            SELECT b.service_id, b.client_id, b.seq, b.period_start, b.period_stop,
+                   CASE WHEN b.hourly = 1 THEN {d.hourly_amount('b.base', 'b.period_start')} ELSE b.base END AS amount,
+                   b.description, b.currency_id, b.balance, b.credit_limit, b.exempt
+            FROM (
+                SELECT a.*,
+                       CASE WHEN a.seq = 0 THEN a.paid_until
+                            WHEN a.month_based = 1 THEN {d.add_months_on_day('a.paid_until', 'a.seq * a.months', 'a.anchor')}
+                            ELSE {d.add_hours('a.paid_until', 'a.seq * a.step')} END AS period_start,
+                       CASE WHEN a.month_based = 1
+                            THEN {d.add_months_on_day('a.paid_until', '(a.seq + 1) * a.months', 'a.anchor')}
+                            ELSE {d.add_hours('a.paid_until', '(a.seq + 1) * a.step')} END AS period_stop
+                FROM (
+                    SELECT s.id AS service_id, s.client_id AS client_id, k.n AS seq, s.paid_until AS paid_until,
+                           {d.anchor_day('s.paid_until')} AS anchor, {months} AS months, {step} AS step,
+                           CASE WHEN {month_based} THEN 1 ELSE 0 END AS month_based,
+                           CASE WHEN {d.hourly_billed()} THEN 1 ELSE 0 END AS hourly,
+                           {d.base_amount()} AS base, {_description(d)} AS description,
+                           c.currency_id AS currency_id, c.balance AS balance, c.credit_limit AS credit_limit,
+                           c.never_auto_suspend AS exempt
+                    {joins}
+                    {d.numbers(f"LEAST_({count}, {MAX_ROUNDS})")}
+                    {where}
+                ) a
+            ) b
+            WHERE b.period_start <= :at"""
         total = "SUM(due.amount) OVER (PARTITION BY due.service_id)"
     else:
-        start, stop, numbers, seq, total = "s.paid_until", d.charge_stop("s.paid_until"), "", "0", "due.amount"
+        due = f"""
+                    SELECT s.id AS service_id, s.client_id AS client_id, 0 AS seq, s.paid_until AS period_start,
+                           {d.charge_stop('s.paid_until')} AS period_stop, {d.charge_amount('s.paid_until')} AS amount,
+                           {_description(d)} AS description, c.currency_id AS currency_id,
+                           c.balance AS balance, c.credit_limit AS credit_limit, c.never_auto_suspend AS exempt
+                    {joins}
+                    {where}"""
+        total = "due.amount"
     order = "ORDER BY t.service_total, t.service_id, t.seq ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
     return f"""
         SELECT r.* FROM (
@@ -95,18 +134,7 @@ def _chosen(d: Dialect, expand: bool = False) -> str:
                    SUM(t.amount) OVER (PARTITION BY t.client_id {order}) AS cum
             FROM (
                 SELECT due.*, {total} AS service_total
-                FROM (
-                    SELECT s.id AS service_id, s.client_id AS client_id, {seq} AS seq, {start} AS period_start,
-                           {stop} AS period_stop, {d.charge_amount(start)} AS amount,
-                           {_description(d)} AS description, c.currency_id AS currency_id,
-                           c.balance AS balance, c.credit_limit AS credit_limit, c.never_auto_suspend AS exempt
-                    FROM puq_service s
-                    JOIN puq_product_price p ON p.id = s.price_id
-                    JOIN puq_product pr ON pr.id = p.product_id
-                    JOIN puq_client c ON c.id = s.client_id {{clients}}
-                    {numbers}
-                    WHERE {DUE} AND p.period <> 'one_time' AND p.currency_id = c.currency_id
-                ) due
+                FROM ({due}) due
             ) t
         ) r
         WHERE r.exempt OR r.balance + r.credit_limit >= r.service_cum
@@ -256,7 +284,7 @@ def charge_chunk(session, d: Dialect, run_id: int | None, lo: int, hi: int, at: 
     round_ = _round_postgres if d.name == "postgresql" else _round_sqlite
     # More than one period started for some service (an outage, a long --at jump): expand from the first
     # round, so the usual case stays one plain round and a catch-up one expanded round (one activity
-    # entry per client either way; only month-based catch-ups of several periods need more rounds).
+    # entry per client either way; more rounds only for a service more than MAX_ROUNDS periods behind).
     params["hour_before"] = at - dt.timedelta(hours=1)
     expand = session.execute(typed_text(
         f"SELECT EXISTS (SELECT 1 FROM puq_service s WHERE {DUE} AND s.paid_until <= :hour_before)"), params).scalar()

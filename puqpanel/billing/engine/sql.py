@@ -22,6 +22,11 @@ def _case(column: str, mapping: dict[str, int]) -> str:
     return f"(CASE {column} {whens} END)"
 
 
+def months_case(period: str) -> str:
+    """Calendar months of a month-based period (NULL for hour-based ones)."""
+    return _case(period, PERIOD_MONTHS)
+
+
 def hours_case(period: str) -> str:
     """Hours of an hour-based period (NULL for month-based ones)."""
     return _case(period, {p: PERIOD_HOURS[p] for p in HOUR_PERIODS})
@@ -54,6 +59,10 @@ class Dialect:
 
     def periods_started(self, start: str, hours: str) -> str:
         """How many periods of `hours` hours beginning at `start` have started by :at (start <= :at)."""
+        raise NotImplementedError
+
+    def months_to_at(self, ts: str) -> str:
+        """Calendar months from ts's month to :at's month (0 in the same month)."""
         raise NotImplementedError
 
     def numbers(self, count: str) -> str:
@@ -122,6 +131,10 @@ class Postgres(Dialect):
     def periods_started(self, start, hours):
         return f"(floor(extract(epoch from (:at - {start})) / ({hours} * 3600))::int + 1)"
 
+    def months_to_at(self, ts):
+        return (f"((extract(year from :at) * 12 + extract(month from :at))"
+                f" - (extract(year from {ts}) * 12 + extract(month from {ts})))::int")
+
     def numbers(self, count):
         return f"CROSS JOIN LATERAL generate_series(0, {count.replace('LEAST_', 'LEAST')} - 1) AS k(n)"
 
@@ -156,6 +169,10 @@ class Sqlite(Dialect):
     def periods_started(self, start, hours):
         return (f"((CAST(strftime('%s', :at) AS INTEGER) - CAST(strftime('%s', {start}) AS INTEGER))"
                 f" / ({hours} * 3600) + 1)")
+
+    def months_to_at(self, ts):
+        return (f"((CAST(strftime('%Y', :at) AS INTEGER) * 12 + CAST(strftime('%m', :at) AS INTEGER))"
+                f" - (CAST(strftime('%Y', {ts}) AS INTEGER) * 12 + CAST(strftime('%m', {ts}) AS INTEGER)))")
 
     def numbers(self, count):
         from .charge import MAX_ROUNDS
