@@ -76,7 +76,8 @@ JOBS: dict[str, Job] = {job.name: job for job in (
         "s.status = 'active' AND s.paid_until <= :at",
         _l("Active services whose next charge is not covered are suspended for non-payment.")),
     Job("terminate", _l("Terminate services"), f"{_E}.lifecycle:terminate_chunk",
-        "s.status IN ('active', 'suspended')",
+        "(s.status = 'suspended' AND s.suspension_kind = 'non_payment') OR (s.status IN ('active', 'suspended') "
+        "AND s.termination_requested_at IS NOT NULL)",
         _l("Services with a termination request at the end of their paid period, and services suspended "
            "for non-payment longer than the termination delay, are terminated.")),
     Job("convert_prices", _l("Convert prices"), f"{_E}.maintenance:convert_prices",
