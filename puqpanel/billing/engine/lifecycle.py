@@ -35,7 +35,7 @@ from ...models.base import Money
 from .. import services as service_domain
 from .charge import DUE, MAX_ROUNDS, lock_clients
 from .counts import Counts
-from .sql import MONTH_PERIODS, Dialect, hours_case, typed_text
+from .sql import MONTH_PERIODS, Dialect, hours_case, months_case, typed_text
 
 
 def _update(session, ids: list[int], values_sql: str, params: dict, guard: str) -> list[tuple[int, int]]:
@@ -128,13 +128,19 @@ def unsuspend_chunk(session, d: Dialect, run_id, lo: int, hi: int, at: dt.dateti
     if not lock_clients(session, d, where, params):
         return Counts()
     # what the charge job will charge right after a reactivation: every period started by :at from the
-    # resume point (hour-based; month-based: the next one), at least the next one
+    # resume point (hour- and month-based alike: it charges a service wholly), at least the next one.
+    # Month-based periods end on the day the unsuspend re-anchors on (the resume point's day when it moves).
     resume = _resume_at(d)
-    month_based = f"p.period IN ({', '.join(repr(p) for p in MONTH_PERIODS)})"
+    month_based = f"(p.period IN ({', '.join(repr(p) for p in MONTH_PERIODS)}) AND NOT {d.hourly_billed()})"
+    months = months_case("p.period")
     step = f"(CASE WHEN {d.hourly_billed()} THEN 1 ELSE {hours_case('p.period')} END)"
-    count = (f"(CASE WHEN p.period = 'one_time' OR ({month_based} AND NOT {d.hourly_billed()}) OR {resume} > :at "
-             f"THEN 1 ELSE {d.periods_started(resume, step)} END)")
-    start = f"(CASE WHEN k.n = 0 THEN {resume} ELSE {d.add_hours(resume, f'k.n * {step}')} END)"
+    anchor = f"(CASE WHEN {resume} <> s.paid_until THEN {d.day_of(resume)} ELSE {d.anchor_day('s.paid_until')} END)"
+    count = (f"(CASE WHEN p.period = 'one_time' OR {resume} > :at THEN 1 "
+             f"WHEN {month_based} THEN {d.months_to_at(resume)} / {months} + 1 "
+             f"ELSE {d.periods_started(resume, step)} END)")
+    start = (f"(CASE WHEN k.n = 0 THEN {resume} "
+             f"WHEN {month_based} THEN {d.add_months_on_day(resume, f'k.n * {months}', anchor)} "
+             f"ELSE {d.add_hours(resume, f'k.n * {step}')} END)")
     amount = f"(CASE WHEN p.period = 'one_time' THEN 0 ELSE {d.charge_amount(start)} END)"
     candidates = session.execute(typed_text(f"""
         SELECT s.id AS service_id, s.client_id AS client_id, sum({amount}) AS amount, min(c.balance) AS balance,
@@ -142,7 +148,7 @@ def unsuspend_chunk(session, d: Dialect, run_id, lo: int, hi: int, at: dt.dateti
         FROM puq_service s JOIN puq_product_price p ON p.id = s.price_id
         JOIN puq_product pr ON pr.id = p.product_id JOIN puq_client c ON c.id = s.client_id
         {d.numbers(f"LEAST_({count}, {MAX_ROUNDS})")}
-        WHERE {where} AND p.currency_id = c.currency_id
+        WHERE {where} AND p.currency_id = c.currency_id AND (k.n = 0 OR {start} <= :at)
         GROUP BY s.id, s.client_id
         ORDER BY s.client_id, 3, s.id""").columns(service_id=Integer, client_id=Integer, amount=Money,
                                                    balance=Money, credit_limit=Money, exempt=Integer),
