@@ -42,3 +42,29 @@ def test_unsuspend_counts_a_month_based_backlog_wholly(db, eur, new_client):
     assert fresh(db, client).balance == D("0")
     assert verify() == []
 
+
+def test_a_redelivered_chunk_closes_the_run_its_crashed_worker_left_open(db, eur, new_client):
+    """A worker committed the run's last chunk and died before closing the run (acks late: its task is
+    delivered again). The redelivery finds the chunk done; it must still close the run and, in a cycle,
+    start the next job — else the run stays "running" and the cycle stops until the stale limit."""
+    from puqpanel.billing.engine import runs
+    from puqpanel.models import AutomationRun
+    from test_engine_charge import order
+
+    client = new_client()
+    at = dt.datetime(2026, 3, 10, 9)
+    order(client, make_price(db, eur, "monthly", "10"), at - dt.timedelta(days=30))  # the cancel job's chunk
+    first = runs.start_run("cycle", at, "cli")
+    session = runs.get_session()
+    cancel = session.get(AutomationRun, first)
+    assert cancel.job == "cancel" and cancel.chunks_total == 1
+    # what the crashed worker committed: the chunk's work and "chunk done" (run not closed)
+    assert runs._mark_chunk(session, first, 0, "done", {}, "") is True
+    session.commit()
+    follow = runs.execute_chunk(first, 0)  # the redelivery
+    session.expire_all()
+    assert session.get(AutomationRun, first).status == "succeeded"
+    assert follow is not None and session.get(AutomationRun, follow).job == "create"
+    # a later duplicate changes nothing more
+    assert runs.execute_chunk(first, 0) is None
+    assert verify() == []

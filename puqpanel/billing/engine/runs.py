@@ -204,8 +204,12 @@ def execute_chunk(run_id: int, seq: int) -> int | None:
     chunk = session.execute(select(AutomationChunk.status, AutomationChunk.lo, AutomationChunk.hi).where(
         AutomationChunk.run_id == run_id, AutomationChunk.seq == seq)).one()
     if chunk.status == "done" or run.status != "running":
+        # Done already. If the worker that did the run's last chunk died after committing it but before
+        # closing the run, this redelivery closes it (and starts the cycle's next job); finish_run's guarded
+        # UPDATE lets only one execution close a run.
+        complete = chunk.status == "done" and run.status == "running" and run.chunks_done >= run.chunks_total
         session.commit()
-        return None
+        return finish_run(run_id) if complete else None
     job, at = JOBS[run.job], run.at
     try:
         with clock.frozen_at(at):
