@@ -21,7 +21,8 @@ from test_invoicing import frozen, home  # noqa: F401  (fixtures of the billing 
 LANGUAGES = ("en", "de", "fr", "pl", "uk")
 TRANSLATED = ("de", "fr", "pl", "uk")  # en is the source language
 
-# Strings every catalog must translate: menus, client statuses, the create-client form, domain errors, record tabs.
+# Strings every catalog must translate: menus, client statuses, the create-client form, domain errors, record tabs,
+# billing, the billing engine (Automation page, jobs, reminders).
 REQUIRED = [
     # menus
     "Clients", "Manage Clients", "Client Groups", "Custom Fields",
@@ -48,6 +49,15 @@ REQUIRED = [
     "Insufficient funds: activation needs %(needed)s (setup and first period); balance plus credit limit is "
     "%(available)s.",
     "Reverse charge: VAT to be accounted for by the recipient (Art. 196 Directive 2006/112/EC).",
+    # billing engine: the Automation page, job labels, run statuses, reminder e-mails
+    "Automation", "Run now", "Billing cycle", "Cancel unpaid orders", "Create services", "Unsuspend services",
+    "Charge services", "Suspend services", "Terminate services", "Revalidate VAT ids", "Overdue reminders",
+    "Send e-mail", "Running", "Succeeded", "Failed", "Interrupted", "Last run", "Next run", "Billing moment",
+    "Not paid within the cancellation delay", "Insufficient funds for the next charge",
+    "Payment reminder: %(document)s %(number)s is due on %(date)s",
+    "Overdue: %(document)s %(number)s was due on %(date)s",
+    "%(document)s %(number)s for %(amount)s was due on %(date)s and has not been paid yet.",
+    "If you have paid already, please disregard this message.",
 ]
 
 # Words spelled the same in some of the languages (German "Status" and "Tags", French "Clients", "Notes",
@@ -218,3 +228,27 @@ def test_billing_pages_are_translated(compiled, browser, staff, new_client, home
     ledger = browser.get(f"/clients/{client.id}/transactions").text
     assert "Transaktion anlegen" in _visible(ledger)
     assert re.search(r"<br>Banküberweisung</small>", ledger)  # the gateway's label, not "bank_transfer"
+
+
+def test_automation_page_is_translated(compiled, browser, staff, db):
+    """The Automation page (jobs, run statuses, triggers, counts) reads in German after /lang/de."""
+    import datetime as dt
+
+    from puqpanel.models import AutomationRun
+
+    started = dt.datetime(2026, 3, 2, 10, 0)
+    db.add(AutomationRun(job="charge", trigger="beat", status="succeeded", at=started, started_at=started,
+                         finished_at=started + dt.timedelta(seconds=3), counts={"periods": 2}, errors=""))
+    db.commit()
+    browser.login("admin")
+    assert browser.get("/lang/de").status_code == 302
+
+    resp = browser.get("/automation/")
+    assert resp.status_code == 200
+    page = _visible(resp.text)
+    for german in ("Automatisierung", "Abrechnungszyklus", "Dienste abrechnen", "Dienste suspendieren",
+                   "Zahlungserinnerungen", "Letzter Lauf", "Nächster Lauf", "Erfolgreich", "Zeitplan",
+                   "Belastete Zeiträume", "Jetzt ausführen", "Letzte Läufe"):
+        assert german in page, german
+    for english in ("Charge services", "Billing cycle", "Last run", "Succeeded", "Periods charged", "Run now"):
+        assert english not in page, english
