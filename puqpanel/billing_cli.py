@@ -112,16 +112,18 @@ def _execute(job: str, at: dt.datetime | None, broker: bool | None) -> None:
 
 
 def _preview(at: dt.datetime | None) -> None:
-    from .billing.engine.runs import preview
+    from .billing.engine.runs import _currency_codes, preview
+    from .domain.session import get_session
 
     lines, per_job = preview(at, progress=_Bars())
+    codes = _currency_codes(get_session())
     click.echo("DRY RUN — nothing was written")
     for name in CYCLE:
-        counts = per_job[name].as_json()
+        counts = per_job[name].as_json(codes)
         amounts = counts.pop("amounts", {})
         text = ", ".join(f"{k} {v}" for k, v in counts.items()) or "nothing to do"
         if amounts:
-            text += "; " + ", ".join(f"{amount} (currency {code})" for code, amount in amounts.items())
+            text += "; " + ", ".join(f"{amount} {code}" for code, amount in amounts.items())
         click.echo(f"{name:<10} {text}")
     if lines:
         click.echo(f"{'client':>8}  {'name':<30} {'charges':>7} {'amount':>16} {'susp':>5} {'unsusp':>6} "
@@ -170,7 +172,7 @@ for _name in JOBS:
 
 
 @billing_group.command("status")
-@click.option("--limit", default=20, show_default=True)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10000))
 @with_appcontext
 def status_command(limit):
     """The latest runs."""

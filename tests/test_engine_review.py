@@ -68,3 +68,25 @@ def test_a_redelivered_chunk_closes_the_run_its_crashed_worker_left_open(db, eur
     # a later duplicate changes nothing more
     assert runs.execute_chunk(first, 0) is None
     assert verify() == []
+
+
+def test_cli_dry_run_names_currencies_and_status_refuses_a_bad_limit(app, db, eur, new_client):
+    """The dry run's per-job totals name the currency (they said "(currency 1)", its database id);
+    `billing status --limit -1` is a usage error, not a database error (PostgreSQL: LIMIT must not be
+    negative)."""
+    import re
+
+    from puqpanel.billing_cli import billing_group
+
+    client = new_client()
+    fund(client, "100")
+    at = dt.datetime(2026, 3, 10, 9)
+    started(client, make_price(db, eur, "daily", "1.5"), at - dt.timedelta(days=2))
+    runner = app.test_cli_runner()
+    result = runner.invoke(billing_group, ["run", "--dry-run", "--at", at.isoformat()])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^charge\s+.*; 3\.0000 EUR$", result.output, re.M), result.output
+    assert "(currency" not in result.output
+    bad = runner.invoke(billing_group, ["status", "--limit", "-1"])
+    assert bad.exit_code == 2 and "--limit" in bad.output
+    assert verify() == []
