@@ -4,18 +4,21 @@ charged its next period in advance, set-based, one service-id range (chunk) per 
 Per chunk:
 1. the clients owning due services of the range are locked (ORDER BY id FOR UPDATE on PostgreSQL, so two
    workers meeting on one client wait for each other instead of deadlocking; SQLite serialises writers);
-2. a *round* charges, for every due service, the one period that starts at its paid-until: ledger rows
-   by INSERT … SELECT … ON CONFLICT DO NOTHING (the unique key (service, period start) makes a second
-   charge of a period impossible), paid-until moved to the period's end, balances moved by the sum of
-   what was inserted — on PostgreSQL one statement of data-modifying CTEs;
-3. rounds repeat while a charged service is still due: a run after a 5-hour outage charges the 5 missed
-   hours of an hourly-billed plan and the current one, **each period its own ledger row** (one row per
-   (service, period start), so the unique key keeps guarding every hour);
+2. a *round* charges, for every due service the funds cover, the periods that start at its paid-until —
+   the one period, or (when some service of the chunk has more than one started) every period started by
+   the run's moment, up to MAX_ROUNDS: ledger rows by INSERT … SELECT … ON CONFLICT DO NOTHING (the unique
+   key (service, period start) makes a second charge of a period impossible), paid-until moved to the last
+   period's end, balances moved by the sum of what was inserted — on PostgreSQL one statement of
+   data-modifying CTEs;
+3. a run after a 5-hour outage so charges the 5 missed hours of an hourly-billed plan and the current one
+   in one round, **each period its own ledger row** (one row per (service, period start), so the unique
+   key keeps guarding every hour); rounds repeat only while a charged service is still due (more than
+   MAX_ROUNDS periods behind);
 4. one activity entry per client charged in a round ("automation.charge": periods, amount, run) — written by
    the same statement (more rounds, and entries, only for a service more than MAX_ROUNDS periods behind).
 
-Funds: per client, due services are taken cheapest first (by what all their started periods cost), each
-wholly or not at all, while balance + credit limit covers the running total; the rest stay due and the
+Funds: per client (within the chunk's id range), due services are taken cheapest first (by what all their
+started periods cost), each wholly or not at all, while balance + credit limit covers the running total; the rest stay due and the
 suspend job, which applies the same rule, suspends them — so a service is either charged or suspended,
 never left running unpaid. Clients with the never-auto-suspend flag are charged whatever their balance (their
 debt grows instead).

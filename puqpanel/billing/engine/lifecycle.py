@@ -105,7 +105,8 @@ def reserved_for_running(session, d: Dialect, at: dt.datetime, clients_sql: str,
     reactivation then doesn't take the money of a running service that would have been charged (it would
     be suspended in the same cycle), and a second cycle at the same moment finds nothing more to do.
     With the charge rule "each service wholly or not at all" this first round is what the charge job
-    charges (more rounds only for month-based periods several months behind)."""
+    charges (more rounds only for a service more than MAX_ROUNDS periods behind) — as long as the client's
+    services lie in one chunk: the charge job decides per service-id range, this reservation over all ids."""
     from .charge import _chosen, label_params
 
     chosen = _chosen(d, expand=True).format(clients=f"AND s.client_id IN ({clients_sql})")
