@@ -484,3 +484,23 @@ def test_small_chunks_give_the_same_result_as_one(app, db, eur, new_client):
         ActivityLog.action == "automation.charge", ActivityLog.object_id == jobs["charge"].id)))
     assert logged == charged and len(charged) >= 2
     assert verify() == []
+
+
+def test_a_client_is_decided_with_all_its_services_whatever_chunks_they_fall_in(app, db, eur, new_client,
+                                                                                   monkeypatch):
+    """One service per chunk: the client's two due services still follow the per-client rule (cheapest
+    first), decided by the chunk of its lowest-id due service — not "whichever chunk runs first"."""
+    monkeypatch.setitem(app.config, "PUQPANEL_BILLING_CHUNK_SIZE", 1)
+    client = new_client()
+    t0 = dt.datetime(2026, 5, 1, 10)
+    fund(client, "13")
+    expensive = started(client, make_price(db, eur, "daily", "8"), t0)   # lower id
+    cheap = started(client, make_price(db, eur, "daily", "5"), t0)       # higher id, another chunk
+    assert fresh(db, client).balance == D("0")
+    fund(client, "8")  # covers either, not both
+    cycle = run("cycle", t0 + 24 * H)
+    assert job_runs(db, cycle)["charge"].chunks_total == 2
+    assert fresh(db, cheap).status == "active" and len(period_rows(db, cheap)) == 2
+    assert fresh(db, expensive).status == "suspended" and len(period_rows(db, expensive)) == 1
+    assert fresh(db, client).balance == D("3")
+    assert verify() == []

@@ -2,8 +2,10 @@
 charged its next period in advance, set-based, one service-id range (chunk) per transaction.
 
 Per chunk:
-1. the clients owning due services of the range are locked (ORDER BY id FOR UPDATE on PostgreSQL, so two
-   workers meeting on one client wait for each other instead of deadlocking; SQLite serialises writers);
+1. the clients the chunk decides — those whose lowest-id due service lies in its range (owned_clients), so
+   each client is decided in one transaction with all its due services, wherever their ids lie — are locked
+   (ORDER BY id FOR UPDATE on PostgreSQL, so two workers meeting on one client wait for each other instead
+   of deadlocking; SQLite serialises writers);
 2. a *round* charges, for every due service the funds cover, the periods that start at its paid-until —
    the one period, or (when some service of the chunk has more than one started) every period started by
    the run's moment, up to MAX_ROUNDS: ledger rows by INSERT … SELECT … ON CONFLICT DO NOTHING (the unique
@@ -42,10 +44,44 @@ from .sql import MONTH_PERIODS, Dialect, hours_case, months_case, typed_text
 # A chunk stops after this many rounds (periods per service); what is still due is charged next run.
 MAX_ROUNDS = 24 * 31
 
-DUE = """
-    s.id BETWEEN :lo AND :hi AND s.status = 'active' AND s.termination_requested_at IS NULL
-    AND s.paid_until <= :at
-"""
+def due(a: str = "s") -> str:
+    """An active service (alias `a`) without a termination request whose paid-until has passed."""
+    return f"{a}.status = 'active' AND {a}.termination_requested_at IS NULL AND {a}.paid_until <= :at"
+
+
+DUE = f"s.id BETWEEN :lo AND :hi AND {due()}"
+
+
+def owned_clients(condition) -> str:
+    """SQL selecting the clients a chunk decides: those whose LOWEST-id service matching `condition` (a
+    function alias → SQL) lies in the chunk's range [:lo, :hi]. Their matching services outside the range
+    are decided with them, so the funds rule (per client, cheapest first) sees all of a client's services
+    in one transaction, however far apart their ids are; every client is decided by exactly one chunk."""
+    return (f"SELECT DISTINCT s.client_id FROM puq_service s WHERE s.id BETWEEN :lo AND :hi AND {condition('s')} "
+            f"AND NOT EXISTS (SELECT 1 FROM puq_service o WHERE o.client_id = s.client_id AND o.id < :lo "
+            f"AND {condition('o')})")
+
+
+def chunk_join(d: Dialect) -> str:
+    """JOIN restricting `s` to the clients lock_clients locked for this chunk."""
+    if d.name == "postgresql":
+        return "JOIN unnest(CAST(:ids AS integer[])) AS own(client_id) ON own.client_id = s.client_id"
+    return "JOIN temp.puq_chunk_clients own ON own.client_id = s.client_id"
+
+
+def chunk_where(d: Dialect, a: str = "s") -> str:
+    """WHERE condition: `a`'s client is one this chunk locked."""
+    if d.name == "postgresql":
+        return f"{a}.client_id = ANY(CAST(:ids AS integer[]))"
+    return f"{a}.client_id IN (SELECT client_id FROM temp.puq_chunk_clients)"
+
+
+def chunk_clients_select(d: Dialect) -> str:
+    """SELECT of the client ids this chunk locked."""
+    if d.name == "postgresql":
+        return "SELECT unnest(CAST(:ids AS integer[]))"
+    return "SELECT client_id FROM temp.puq_chunk_clients"
+
 
 
 def _description(d: Dialect) -> str:
@@ -86,13 +122,13 @@ def _chosen(d: Dialect, expand: bool = False) -> str:
                     JOIN puq_product_price p ON p.id = s.price_id
                     JOIN puq_product pr ON pr.id = p.product_id
                     JOIN puq_client c ON c.id = s.client_id {{clients}}"""
-    where = f"WHERE {DUE} AND p.period <> 'one_time' AND p.currency_id = c.currency_id"
+    where = f"WHERE {due()} AND p.period <> 'one_time' AND p.currency_id = c.currency_id"
     if expand:
         # Three layers keep every expression shallow (SQLite's parser has a small stack): the service and
         # period number k, then the period's bounds, then its amount (the hourly rate of its own month).
         count = (f"(CASE WHEN {month_based} THEN {d.months_to_at('s.paid_until')} / {months} + 1 "
                  f"ELSE {d.periods_started('s.paid_until', step)} END)")
-        due = f"""
+        periods = f"""
             SELECT b.service_id, b.client_id, b.seq, b.period_start, b.period_stop,
                    CASE WHEN b.hourly = 1 THEN {d.hourly_amount('b.base', 'b.period_start')} ELSE b.base END AS amount,
                    b.description, b.currency_id, b.balance, b.credit_limit, b.exempt
@@ -120,7 +156,7 @@ def _chosen(d: Dialect, expand: bool = False) -> str:
             WHERE b.period_start <= :at"""
         total = "SUM(due.amount) OVER (PARTITION BY due.service_id)"
     else:
-        due = f"""
+        periods = f"""
                     SELECT s.id AS service_id, s.client_id AS client_id, 0 AS seq, s.paid_until AS period_start,
                            {d.charge_stop('s.paid_until')} AS period_stop, {d.charge_amount('s.paid_until')} AS amount,
                            {_description(d)} AS description, c.currency_id AS currency_id,
@@ -137,7 +173,7 @@ def _chosen(d: Dialect, expand: bool = False) -> str:
                    SUM(t.amount) OVER (PARTITION BY t.client_id {order}) AS cum
             FROM (
                 SELECT due.*, {total} AS service_total
-                FROM ({due}) due
+                FROM ({periods}) due
             ) t
         ) r
         WHERE r.exempt OR r.balance + r.credit_limit >= r.service_cum
@@ -154,22 +190,26 @@ class ChargeConflict(RuntimeError):
     """A period of a due service was already in the ledger: the data disagree, nothing was charged."""
 
 
-def lock_clients(session, d: Dialect, where: str, params: dict) -> list[int]:
-    """Lock the clients that own services matching `where` (alias s), in id order; their ids."""
+def lock_clients(session, d: Dialect, clients_sql: str, params: dict) -> list[int]:
+    """Lock the clients selected by `clients_sql` (usually owned_clients(...)) in id order and remember
+    them for chunk_join / chunk_where (params["ids"] on PostgreSQL, a temp table on SQLite); their ids."""
     if d.name == "postgresql":
-        sql = (f"SELECT c.id FROM puq_client c WHERE c.id IN (SELECT s.client_id FROM puq_service s WHERE {where})"
-               " ORDER BY c.id FOR UPDATE OF c")
+        ids = list(session.execute(typed_text(
+            f"SELECT c.id FROM puq_client c WHERE c.id IN ({clients_sql}) ORDER BY c.id FOR UPDATE OF c"),
+            params).scalars())
     else:  # a write takes SQLite's database lock first: writers are serialised, reads are then current
-        session.execute(typed_text(f"UPDATE puq_client SET id = id WHERE id IN "
-                               f"(SELECT s.client_id FROM puq_service s WHERE {where})"), params)
-        sql = f"SELECT DISTINCT s.client_id FROM puq_service s WHERE {where} ORDER BY s.client_id"
-    return list(session.execute(typed_text(sql), params).scalars())
+        session.execute(typed_text(f"UPDATE puq_client SET id = id WHERE id IN ({clients_sql})"), params)
+        session.execute(text("CREATE TEMP TABLE IF NOT EXISTS puq_chunk_clients (client_id INTEGER PRIMARY KEY)"))
+        session.execute(text("DELETE FROM temp.puq_chunk_clients"))
+        session.execute(typed_text(f"INSERT INTO temp.puq_chunk_clients {clients_sql}"), params)
+        ids = list(session.execute(text("SELECT client_id FROM temp.puq_chunk_clients ORDER BY client_id")).scalars())
+    params["ids"] = ids
+    return ids
 
 
 def round_sql_postgres(d: Dialect, expand: bool = False) -> str:
     """One round on PostgreSQL: a single statement of data-modifying CTEs."""
-    chosen = _chosen(d, expand).format(
-        clients="JOIN unnest(CAST(:ids AS integer[])) AS locked(id) ON locked.id = s.client_id")
+    chosen = _chosen(d, expand).format(clients=chunk_join(d))
     return f"""
         WITH chosen AS ({chosen}),
         ins AS (
@@ -239,7 +279,7 @@ _STAGE = """
 def _round_sqlite(session, d: Dialect, params: dict, expand: bool) -> tuple[int, int, int, dict, int]:
     session.execute(text(_STAGE))
     session.execute(text("DELETE FROM temp.puq_charge_stage"))
-    session.execute(typed_text(f"INSERT INTO temp.puq_charge_stage {_chosen(d, expand).format(clients='')}"), params)
+    session.execute(typed_text(f"INSERT INTO temp.puq_charge_stage {_chosen(d, expand).format(clients=chunk_join(d))}"), params)
     inserted = session.execute(typed_text(
         f"INSERT INTO puq_transaction ({_INSERT_COLUMNS}) SELECT {_INSERT_VALUES} FROM temp.puq_charge_stage "
         "WHERE amount > 0 ORDER BY client_id, cum, service_id ON CONFLICT DO NOTHING"), params).rowcount
@@ -280,17 +320,16 @@ def charge_chunk(session, d: Dialect, run_id: int | None, lo: int, hi: int, at: 
     params = {"lo": lo, "hi": hi, "at": at, "run_id": run_id, **label_params(),
               "log_text": str(_l("Billing run: services charged in advance"))}
     counts = Counts()
-    ids = lock_clients(session, d, DUE, params)
-    if not ids:
+    if not lock_clients(session, d, owned_clients(due), params):
         return counts
-    params["ids"] = ids
     round_ = _round_postgres if d.name == "postgresql" else _round_sqlite
     # More than one period started for some service (an outage, a long --at jump): expand from the first
     # round, so the usual case stays one plain round and a catch-up one expanded round (one activity
     # entry per client either way; more rounds only for a service more than MAX_ROUNDS periods behind).
     params["hour_before"] = at - dt.timedelta(hours=1)
     expand = session.execute(typed_text(
-        f"SELECT EXISTS (SELECT 1 FROM puq_service s WHERE {DUE} AND s.paid_until <= :hour_before)"), params).scalar()
+        f"SELECT EXISTS (SELECT 1 FROM puq_service s WHERE {due()} AND {chunk_where(d)} "
+        "AND s.paid_until <= :hour_before)"), params).scalar()
     for number in range(MAX_ROUNDS):
         periods, inserted, still_due, amounts, logged = round_(session, d, params, bool(expand or number))
         counts.add("periods", periods)

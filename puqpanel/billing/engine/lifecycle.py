@@ -33,7 +33,9 @@ from ...domain import DomainError
 from ...models import ActivityLog, Service
 from ...models.base import Money
 from .. import services as service_domain
-from .charge import DUE, MAX_ROUNDS, lock_clients
+from ..ledger import lock_client
+from .charge import (MAX_ROUNDS, chunk_clients_select, chunk_join, chunk_where, due, lock_clients,
+                     owned_clients)
 from .counts import Counts
 from .sql import MONTH_PERIODS, Dialect, hours_case, months_case, typed_text
 
@@ -94,9 +96,6 @@ def _resume_at(d: Dialect, t: str = "s.") -> str:
     return f"(CASE WHEN {paid} < :at THEN {moved} ELSE {paid} END)"
 
 
-_ALL_IDS = (0, 2**31 - 1)
-
-
 def reserved_for_running(session, d: Dialect, at: dt.datetime, clients_sql: str, params: dict) -> dict[int, Decimal]:
     """Per client (those of `clients_sql`, a subquery of client ids), what the charge job would charge the
     client's running due services at `at` in its first round — their periods started by `at`, cheapest
@@ -105,14 +104,14 @@ def reserved_for_running(session, d: Dialect, at: dt.datetime, clients_sql: str,
     reactivation then doesn't take the money of a running service that would have been charged (it would
     be suspended in the same cycle), and a second cycle at the same moment finds nothing more to do.
     With the charge rule "each service wholly or not at all" this first round is what the charge job
-    charges (more rounds only for a service more than MAX_ROUNDS periods behind) — as long as the client's
-    services lie in one chunk: the charge job decides per service-id range, this reservation over all ids."""
+    charges (more rounds only for a service more than MAX_ROUNDS periods behind): the charge job, too,
+    decides each client with all its services (charge.owned_clients)."""
     from .charge import _chosen, label_params
 
     chosen = _chosen(d, expand=True).format(clients=f"AND s.client_id IN ({clients_sql})")
     sql = typed_text(f"SELECT x.client_id AS client_id, sum(x.amount) AS total FROM ({chosen}) x "
                      "WHERE NOT x.exempt GROUP BY x.client_id").columns(client_id=Integer, total=Money)
-    values = dict(params, lo=_ALL_IDS[0], hi=_ALL_IDS[1], at=at, **label_params())
+    values = dict(params, at=at, **label_params())
     return {client_id: total for client_id, total in session.execute(sql, values)}
 
 
@@ -123,11 +122,14 @@ def unsuspend_chunk(session, d: Dialect, run_id, lo: int, hi: int, at: dt.dateti
     service must not leave a running one unpaid — it would be suspended, and a second cycle would
     reactivate what the first one didn't); the suspended ones cheapest first. Never-auto-suspend clients:
     all of them."""
-    where = ("s.id BETWEEN :lo AND :hi AND s.status = 'suspended' AND s.suspension_kind = 'non_payment' "
-             "AND s.termination_requested_at IS NULL")
+    def suspended(a: str) -> str:
+        return (f"{a}.status = 'suspended' AND {a}.suspension_kind = 'non_payment' "
+                f"AND {a}.termination_requested_at IS NULL")
+
     params = {"lo": lo, "hi": hi, "at": at}
-    if not lock_clients(session, d, where, params):
+    if not lock_clients(session, d, owned_clients(suspended), params):
         return Counts()
+    where = f"{suspended('s')} AND {chunk_where(d)}"
     # what the charge job will charge right after a reactivation: every period started by :at from the
     # resume point (hour- and month-based alike: it charges a service wholly), at least the next one.
     # Month-based periods end on the day the unsuspend re-anchors on (the resume point's day when it moves).
@@ -154,10 +156,7 @@ def unsuspend_chunk(session, d: Dialect, run_id, lo: int, hi: int, at: dt.dateti
         ORDER BY s.client_id, 3, s.id""").columns(service_id=Integer, client_id=Integer, amount=Money,
                                                    balance=Money, credit_limit=Money, exempt=Integer),
         params).all()
-    reserved = reserved_for_running(session, d, at, (
-        "SELECT s2.client_id FROM puq_service s2 WHERE s2.id BETWEEN :cand_lo AND :cand_hi "
-        "AND s2.status = 'suspended' AND s2.suspension_kind = 'non_payment' "
-        "AND s2.termination_requested_at IS NULL"), {"cand_lo": lo, "cand_hi": hi}) if candidates else {}
+    reserved = reserved_for_running(session, d, at, chunk_clients_select(d), params) if candidates else {}
     ids, cum, client = [], Decimal(0), None
     for row in candidates:  # per client, cheapest first (the rows are ordered so)
         if row.client_id != client:
@@ -184,14 +183,14 @@ def suspend_chunk(session, d: Dialect, run_id, lo: int, hi: int, at: dt.datetime
     from .charge import _chosen, label_params
 
     params = {"lo": lo, "hi": hi, "at": at, **label_params()}
-    if not lock_clients(session, d, DUE, params):
+    if not lock_clients(session, d, owned_clients(due), params):
         return Counts()
     reason = str(_l("Insufficient funds for the next charge"))
-    chosen = _chosen(d, expand=True).format(clients="")
+    chosen = _chosen(d, expand=True).format(clients=chunk_join(d))
     ids = list(session.execute(typed_text(f"""
         SELECT s.id FROM puq_service s
         JOIN puq_product_price p ON p.id = s.price_id JOIN puq_client c ON c.id = s.client_id
-        WHERE {DUE} AND p.period <> 'one_time' AND p.currency_id = c.currency_id AND NOT c.never_auto_suspend
+        WHERE {due()} AND {chunk_where(d)} AND p.period <> 'one_time' AND p.currency_id = c.currency_id AND NOT c.never_auto_suspend
           AND s.id NOT IN (SELECT x.service_id FROM ({chosen}) x)
         ORDER BY s.id"""), params).scalars())
     rows = _update(session, ids, (
@@ -248,6 +247,8 @@ def create_chunk(session, d: Dialect, run_id, lo: int, hi: int, at: dt.datetime,
     insufficient = str(_l("Insufficient funds"))
     for service in pending:
         service_id = service.id
+        if not dry_run:  # decide under the client's lock (held through services.activate, which commits)
+            lock_client(service.client_id)
         funded = _covered_now(session, d, service, at)
         if dry_run:
             counts.add("insufficient_funds" if funded is False else "to_create", 1)
