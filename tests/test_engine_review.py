@@ -65,8 +65,11 @@ def test_a_redelivered_chunk_closes_the_run_its_crashed_worker_left_open(db, eur
     session.expire_all()
     assert session.get(AutomationRun, first).status == "succeeded"
     assert follow is not None and session.get(AutomationRun, follow).job == "create"
-    # a later duplicate changes nothing more
-    assert runs.execute_chunk(first, 0) is None
+    # a later duplicate changes nothing more; it hands the cycle's next job back for dispatching again (a
+    # worker may have died after starting it, before dispatching its chunks — done chunks are skipped)
+    assert runs.execute_chunk(first, 0) == follow
+    session.expire_all()
+    assert session.get(AutomationRun, first).status == "succeeded"
     assert verify() == []
 
 
@@ -90,3 +93,4 @@ def test_cli_dry_run_names_currencies_and_status_refuses_a_bad_limit(app, db, eu
     bad = runner.invoke(billing_group, ["status", "--limit", "-1"])
     assert bad.exit_code == 2 and "--limit" in bad.output
     assert verify() == []
+

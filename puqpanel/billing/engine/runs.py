@@ -209,7 +209,9 @@ def execute_chunk(run_id: int, seq: int) -> int | None:
         # UPDATE lets only one execution close a run.
         complete = chunk.status == "done" and run.status == "running" and run.chunks_done >= run.chunks_total
         session.commit()
-        return finish_run(run_id) if complete else None
+        if complete:
+            return finish_run(run_id)
+        return _next_in_cycle(run) if run.status != "running" else None
     job, at = JOBS[run.job], run.at
     try:
         with clock.frozen_at(at):
@@ -228,6 +230,17 @@ def execute_chunk(run_id: int, seq: int) -> int | None:
         finished = _mark_chunk(session, run_id, seq, "failed", {}, error)
         session.commit()
     return finish_run(run_id) if finished else None
+
+
+def _next_in_cycle(run: AutomationRun) -> int | None:
+    """For a redelivered chunk of a closed run of a cycle: the cycle's next job run if it is still running
+    (its worker may have died after starting it, before dispatching its chunks — dispatching them again is
+    harmless, done chunks are skipped)."""
+    if run.cycle_id is None or run.job not in CYCLE or CYCLE.index(run.job) + 1 >= len(CYCLE):
+        return None
+    following = CYCLE[CYCLE.index(run.job) + 1]
+    return get_session().scalar(select(AutomationRun.id).where(
+        AutomationRun.cycle_id == run.cycle_id, AutomationRun.job == following, AutomationRun.status == "running"))
 
 
 def _mark_chunk(session, run_id: int, seq: int, status: str, counts: dict, error: str) -> bool:
