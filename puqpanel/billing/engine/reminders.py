@@ -36,13 +36,13 @@ from ...domain import activity
 from ...models import Client, ClientAddress, ClientUser, Currency, EmailOutbox, Invoice
 from ...views.formatting import money
 from .. import mail
+from ..pdf import TITLES
 from ..settings import setting
 from .counts import Counts
 
 KINDS = ("before", "due", "after")
 BATCH = 500
 DOCUMENT_TYPES = ("proforma", "invoice")
-DOCUMENT_TITLES = {"proforma": _l("Proforma"), "invoice": _l("Invoice")}
 SUBJECTS = {
     "before": _l("Payment reminder: %(document)s %(number)s is due on %(date)s"),
     "due": _l("Payment due today: %(document)s %(number)s"),
@@ -125,7 +125,7 @@ def _language(language: str | None) -> str:
 
 def compose(kind: str, document, client, currency, public_url: str, bank_transfer: bool) -> tuple[str, str]:
     """(subject, body) of a reminder, in the active locale."""
-    title = str(DOCUMENT_TITLES.get(document.type, document.type))
+    title = str(TITLES.get(document.type, document.type))
     number = document.number or f"#{document.id}"
     total = money(document.total, currency)
     outstanding = max(Decimal(document.total) - Decimal(document.amount_paid), Decimal(0))
