@@ -8,6 +8,7 @@ carried over), and Money is an integer count of 1/10000 units, so rounding is in
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 
 from sqlalchemy import DateTime, bindparam, text
 
@@ -32,47 +33,51 @@ def hours_case(period: str) -> str:
     return _case(period, {p: PERIOD_HOURS[p] for p in HOUR_PERIODS})
 
 
-class Dialect:
+class Dialect(ABC):
     """Fragments for one backend. Arguments are SQL expressions (column names, other fragments)."""
 
     name = ""
 
+    @abstractmethod
     def add_hours(self, ts: str, hours: str) -> str:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def days_in_month(self, ts: str) -> str:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def add_months_on_day(self, ts: str, months: str, day: str) -> str:
         """ts moved by `months` calendar months onto `day` clamped to that month's length, time kept."""
-        raise NotImplementedError
 
+    @abstractmethod
     def day_of(self, ts: str) -> str:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def hourly_amount(self, monthly: str, ts: str) -> str:
         """monthly ÷ (days in ts's month × 24), 4 places half-up (amounts are never negative)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def json_object(self, *pairs: str) -> str:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def periods_started(self, start: str, hours: str) -> str:
         """How many periods of `hours` hours beginning at `start` have started by :at (start <= :at)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def months_to_at(self, ts: str) -> str:
         """Calendar months from ts's month to :at's month (0 in the same month)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def numbers(self, count: str) -> str:
         """A join adding k.n = 0 … count-1 to each row (`count` may use the row's columns; it contains the
         marker LEAST_ for the dialect's two-argument minimum)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def money_text(self, amount: str) -> str:
         """A Money expression as decimal text with 4 places ("-12.3400")."""
-        raise NotImplementedError
 
     # -- shared, built from the above ----------------------------------------------------------------------
     def hourly_billed(self, price: str = "p", product: str = "pr") -> str:
