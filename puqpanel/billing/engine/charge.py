@@ -19,10 +19,10 @@ Per chunk:
 4. one activity entry per client charged in a round ("automation.charge": periods, amount, run) — written by
    the same statement (more rounds, and entries, only for a service more than MAX_ROUNDS periods behind).
 
-Funds: per client (within the chunk's id range), due services are taken cheapest first (by what all their
-started periods cost), each wholly or not at all, while balance + credit limit covers the running total; the rest stay due and the
-suspend job, which applies the same rule, suspends them — so a service is either charged or suspended,
-never left running unpaid. Clients with the never-auto-suspend flag are charged whatever their balance (their
+Funds: per client (with all its due services, step 1), due services are taken cheapest first (by what all
+their started periods cost), each wholly or not at all, while balance + credit limit covers the running
+total; the rest stay due and the suspend job, which applies the same rule, suspends them — so a service is
+either charged or suspended, never left running unpaid. Clients with the never-auto-suspend flag are charged whatever their balance (their
 debt grows instead).
 
 Amounts and period ends are computed in SQL exactly as `charging.charge_amount` / `charge_bounds` do
@@ -314,7 +314,8 @@ def _count_foreign_currency(session, params: dict) -> int:
 
 
 def charge_chunk(session, d: Dialect, run_id: int | None, lo: int, hi: int, at: dt.datetime) -> Counts:
-    """Charge every due service with an id in [lo, hi] (in the caller's transaction; it commits)."""
+    """Charge the due services of the clients this chunk decides (owned_clients: lowest-id due service in
+    [lo, hi]), in the caller's transaction (it commits)."""
     from flask_babel import lazy_gettext as _l
 
     params = {"lo": lo, "hi": hi, "at": at, "run_id": run_id, **label_params(),
