@@ -224,3 +224,32 @@ def make_browser(app, db):
         return b
 
     yield factory
+
+
+THREAD_TIMEOUT = 120
+
+
+def run_threads(app, count: int, work):
+    """work(i) in `count` threads started together; each thread has its own app context and session.
+    Returns [(result | None, exception | None)] in thread order."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from puqpanel.extensions import db as fsa
+
+    barrier = threading.Barrier(count)
+
+    def thread(i):
+        with app.app_context():
+            try:
+                barrier.wait(timeout=THREAD_TIMEOUT)
+                return work(i), None
+            except Exception as exc:  # noqa: BLE001 - collected and asserted by the test
+                fsa.session.rollback()
+                return None, exc
+            finally:
+                fsa.session.remove()
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        futures = [pool.submit(thread, i) for i in range(count)]
+        return [f.result(timeout=THREAD_TIMEOUT) for f in futures]

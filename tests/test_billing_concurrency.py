@@ -3,15 +3,13 @@ gateway transaction key and gapless numbering hold under real threads, each with
 session and connection. SQLite serialises every writer, so there is nothing to prove there: skipped."""
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import func, select
 
-from conftest import IS_POSTGRES
+from conftest import IS_POSTGRES, run_threads
 from puqpanel.billing import invoicing, ledger, numbering, payments
 from puqpanel.domain import DomainError
 from puqpanel.extensions import db as fsa
@@ -25,28 +23,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 D = Decimal
-TIMEOUT = 120
-
-
-def run_threads(app, count: int, work):
-    """work(i) in `count` threads started together; each thread has its own app context and session.
-    Returns [(result | None, exception | None)] in thread order."""
-    barrier = threading.Barrier(count)
-
-    def thread(i):
-        with app.app_context():
-            try:
-                barrier.wait(timeout=TIMEOUT)
-                return work(i), None
-            except Exception as exc:  # noqa: BLE001 - collected and asserted by the test
-                fsa.session.rollback()
-                return None, exc
-            finally:
-                fsa.session.remove()
-
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        futures = [pool.submit(thread, i) for i in range(count)]
-        return [f.result(timeout=TIMEOUT) for f in futures]
 
 
 def plain(result: payments.PaymentResult) -> SimpleNamespace:

@@ -12,15 +12,15 @@ from sqlalchemy import create_engine, select, text, update
 from stdnum import luhn
 from stdnum.eu import vat as eu_vat
 
-from puqpanel.billing import clock, tax_rulesets
+from puqpanel.billing import clock
 from puqpanel.billing.engine import maintenance, runs
 from puqpanel.billing.ledger import verify
 from puqpanel.billing.tax import tax_for_client
 from puqpanel.billing_cli import billing_group
 from puqpanel.domain.session import get_session
-from puqpanel.models import (ActivityLog, AutomationChunk, AutomationRun, Client, ClientAddress, Currency, HomeCompany,
+from puqpanel.models import (ActivityLog, AutomationChunk, AutomationRun, Client, ClientAddress, Currency,
                              Product, ProductPrice)
-from test_vies import FakeVies, answer
+from test_vies import FakeVies, answer, de_company  # noqa: F401 (fixture)
 
 D = Decimal
 T = dt.datetime(2026, 6, 15, 3, 20)
@@ -52,16 +52,6 @@ def server(app, monkeypatch):
     monkeypatch.setitem(app.config, "PUQPANEL_VIES_TIMEOUT", 2)
     yield fake
     fake.close()
-
-
-@pytest.fixture()
-def de_company(db):
-    row = HomeCompany(name="Demo GmbH", company_name="Demo GmbH", country="DE", region="DE-BE", is_default=True)
-    db.add(row)
-    db.commit()
-    tax_rulesets.install_eu_rules(row)
-    db.commit()
-    return row
 
 
 @pytest.fixture()

@@ -8,7 +8,6 @@ import datetime as dt
 import email
 import socket
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from email.policy import default as default_policy
 from email.utils import parsedate_to_datetime
 
@@ -17,14 +16,13 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from sqlalchemy import func, select
 
-from conftest import IS_POSTGRES
+from conftest import IS_POSTGRES, run_threads
 from puqpanel.billing import clock, mail
 from puqpanel.billing.engine.runs import run_inline
 from puqpanel.extensions import db as fsa
 from puqpanel.models import AutomationRun, EmailOutbox
 
 T0 = dt.datetime(2026, 3, 10, 12, 0)
-TIMEOUT = 120
 
 
 def free_port() -> int:
@@ -280,26 +278,6 @@ def test_send_email_job_through_the_engine(db, smtp_server):
 
 
 # -- two senders at once (PostgreSQL) -------------------------------------------------------------------------
-
-def run_threads(app, count: int, work):
-    """work(i) in `count` threads started together, each with its own app context and session."""
-    barrier = threading.Barrier(count)
-
-    def thread(i):
-        with app.app_context():
-            try:
-                barrier.wait(timeout=TIMEOUT)
-                return work(i), None
-            except Exception as exc:  # noqa: BLE001 - asserted by the test
-                fsa.session.rollback()
-                return None, exc
-            finally:
-                fsa.session.remove()
-
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        futures = [pool.submit(thread, i) for i in range(count)]
-        return [f.result(timeout=TIMEOUT) for f in futures]
-
 
 @pytest.mark.skipif(not IS_POSTGRES, reason="concurrent senders need PostgreSQL row locks (SKIP LOCKED); "
                                              "set PUQPANEL_TEST_DATABASE_URL — SQLite senders run one at a time")
