@@ -11,7 +11,6 @@ workers and follows their progress. Both show a progress bar (tqdm) on a termina
 from __future__ import annotations
 
 import datetime as dt
-import sys
 import time
 
 import click

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from puqpanel.billing.ledger import verify
 from test_engine_charge import fresh, fund, make_price, period_rows, run, started
-from test_engine_lifecycle import actions, set_service
+from test_engine_lifecycle import actions
 
 D = Decimal
 

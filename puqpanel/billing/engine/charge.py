@@ -117,11 +117,11 @@ def _chosen(d: Dialect, expand: bool = False) -> str:
     month_based = f"(p.period IN ({', '.join(repr(p) for p in MONTH_PERIODS)}) AND NOT {d.hourly_billed()})"
     step = f"(CASE WHEN {d.hourly_billed()} THEN 1 ELSE {hours_case('p.period')} END)"
     months = months_case("p.period")
-    joins = f"""
+    joins = """
                     FROM puq_service s
                     JOIN puq_product_price p ON p.id = s.price_id
                     JOIN puq_product pr ON pr.id = p.product_id
-                    JOIN puq_client c ON c.id = s.client_id {{clients}}"""
+                    JOIN puq_client c ON c.id = s.client_id {clients}"""
     where = f"WHERE {due()} AND p.period <> 'one_time' AND p.currency_id = c.currency_id"
     if expand:
         # Three layers keep every expression shallow (SQLite's parser has a small stack): the service and
@@ -238,11 +238,11 @@ def round_sql_postgres(d: Dialect, expand: bool = False) -> str:
 
 def _round_postgres(session, d: Dialect, params: dict, expand: bool) -> tuple[int, int, int, dict, int]:
     sql = round_sql_postgres(d, expand)
-    moved = still_due = expected = inserted = logged = periods = 0
+    still_due = expected = inserted = logged = periods = 0
     amounts: dict[int, Decimal] = {}
     for kind, currency_id, count, value in session.execute(typed_text(sql), params):
-        if kind == "moved":
-            moved, still_due = count, value
+        if kind == "moved":  # (services moved on, of which still due)
+            still_due = value
         elif kind == "expected":
             expected, periods = count, value
         elif kind == "bal":

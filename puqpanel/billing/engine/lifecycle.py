@@ -27,7 +27,7 @@ import json
 from decimal import Decimal
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import Boolean, Integer, insert, select, text
+from sqlalchemy import Integer, insert, select, text
 
 from ...domain import DomainError
 from ...models import ActivityLog, Service

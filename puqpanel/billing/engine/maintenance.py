@@ -40,7 +40,6 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import and_, case, func, or_, select
 
 from ...domain import DomainError
-from ...domain.session import get_session
 from ...models import ActivityLog, Client, ClientAddress, Product
 from .. import catalog, vies
 from ..tax import EU_COUNTRIES, client_location
