@@ -22,6 +22,10 @@ CURRENCIES = "Currency"
 HOME_COMPANIES = "HomeCompany"
 TAX_RULES = "TaxRule"
 AUTOMATION = "Automation"  # the billing engine's Automation status page
+CLIENT_AREA = "ClientArea"  # the client area (client logins; staff only by impersonation)
+ACCOUNT = "Account"  # My Account, password, Verification Center, 2FA: every login's own settings
+IMPERSONATION = "Impersonation"  # staff "Login as Client"
+USER_SECURITY = "UserSecurity"  # staff tools on other logins' security (2FA reset)
 
 # Permissions of the client record. Everything a staff user may do to a client is one of these.
 CLIENT_PERMS = (
@@ -51,6 +55,8 @@ AUTOMATION_PERMS = (
     "can_show",  # jobs, last / next runs, failures, run history and run details
     "can_run",  # "Run now" for a job or the billing cycle
 )
+IMPERSONATION_PERMS = ("can_impersonate",)
+USER_SECURITY_PERMS = ("can_reset_2fa",)
 _MODEL_PERMS = ("can_list", "can_show", "can_add", "can_edit", "can_delete")
 _BILLING_MENUS = [
     ("menu_access", "Billing"), ("menu_access", "Products"), ("menu_access", "Currencies"),
@@ -59,14 +65,9 @@ _BILLING_MENUS = [
 ADMIN_ROLE = "Admin"
 CLIENT_ROLE = "Client"
 
-_SELF_SERVICE = [
-    ("can_userinfo", "UserDBModelView"),
-    ("resetmypassword", "UserDBModelView"),
-    ("can_this_form_get", "ResetMyPasswordView"),
-    ("can_this_form_post", "ResetMyPasswordView"),
-    ("can_this_form_get", "UserInfoEditView"),
-    ("can_this_form_post", "UserInfoEditView"),
-]
+# Every login's own account pages. FAB's own "reset my password" / "edit my info" forms are not granted: they
+# skip the current password and the password policy; puqpanel's Account pages replace them.
+_SELF_SERVICE = [("can_access", ACCOUNT)]
 _CLIENT_MENUS = [("menu_access", "Clients"), ("menu_access", "Manage Clients")]
 _AUTOMATION_MENU = ("menu_access", "Automation Status")
 
@@ -84,7 +85,8 @@ ROLE_DEFINITIONS: dict[str, list[tuple[str, str]]] = {
     + _perms(CLIENT_GROUPS, ("can_list", "can_show"))
     + _perms(TAGS, ("can_list", "can_show"))
     # sees every client anyway (can_access_all): may watch the automation, not start it
-    + _perms(AUTOMATION, ("can_show",)) + [("menu_access", "Billing"), _AUTOMATION_MENU],
+    + _perms(AUTOMATION, ("can_show",)) + [("menu_access", "Billing"), _AUTOMATION_MENU]
+    + _perms(IMPERSONATION, IMPERSONATION_PERMS),
     "Billing": _SELF_SERVICE
     + _CLIENT_MENUS
     + [("menu_access", "Client Groups"), ("menu_access", "Tags")]
@@ -103,7 +105,7 @@ ROLE_DEFINITIONS: dict[str, list[tuple[str, str]]] = {
     + _perms(BILLING, ("can_show", "can_manage_services", "can_manage_invoices", "can_record_payment"))
     + _perms(CLIENT_GROUPS, ("can_list", "can_show"))
     + _perms(TAGS, ("can_list", "can_show")),
-    CLIENT_ROLE: _SELF_SERVICE,
+    CLIENT_ROLE: _SELF_SERVICE + [("can_access", CLIENT_AREA)],
 }
 
 

@@ -44,7 +44,16 @@ from .client import (
 )
 from .ledger import TRANSACTION_TYPES, Transaction
 from .reference import TAX_CATEGORIES, Currency, HomeCompany, TaxRule
-from .user_security import UserSecurity
+from .user_security import (
+    EMAIL_CODE_PURPOSES,
+    MFA_KINDS,
+    AuthThrottle,
+    LoginSession,
+    MfaEmailCode,
+    MfaMethod,
+    MfaRecoveryCode,
+    UserSecurity,
+)
 
 __all__ = [
     "INVOICE_KINDS", "NUMBER_RESETS", "PROVISION_STATUSES", "SUSPENSION_KINDS", "DocumentCounter", "InvoiceItem",
@@ -55,5 +64,6 @@ __all__ = [
     "ClientNote", "ClientUser", "Currency", "CustomField", "CustomFieldValue", "HomeCompany", "Invoice",
     "Money", "Service", "Tag", "TaxRule", "User", "UserSecurity", "client_tag", "utcnow",
     "CHUNK_STATUSES", "OUTBOX_STATUSES", "RUN_STATUSES", "RUN_TRIGGERS", "AutomationChunk", "AutomationRun",
-    "EmailOutbox",
+    "EmailOutbox", "EMAIL_CODE_PURPOSES", "MFA_KINDS", "AuthThrottle", "LoginSession", "MfaEmailCode",
+    "MfaMethod", "MfaRecoveryCode",
 ]

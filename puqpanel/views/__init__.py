@@ -2,16 +2,26 @@
 
 
 def register_views(appbuilder) -> None:
-    from . import client_record, clients, settings
+    from . import (
+        billing_settings,
+        catalog,
+        client_area,
+        client_record,
+        clients,
+        gateways,
+        invoices,
+        ledger,
+        services,
+        settings,
+    )
 
     clients.register(appbuilder)
     client_record.register(appbuilder)
     settings.register(appbuilder)
-    from . import ledger
     ledger.register(appbuilder)
-    from . import catalog, services
     catalog.register(appbuilder)
     services.register(appbuilder)
-    from . import billing_settings; billing_settings.register(appbuilder)  # noqa: E702
-    from . import gateways, invoices
-    invoices.register(appbuilder); gateways.register(appbuilder)
+    billing_settings.register(appbuilder)
+    invoices.register(appbuilder)
+    gateways.register(appbuilder)
+    client_area.register(appbuilder)

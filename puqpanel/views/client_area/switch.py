@@ -1,0 +1,32 @@
+"""Switching the current client (a login linked to several clients)."""
+from __future__ import annotations
+
+from flask import abort, redirect, request, session, url_for
+
+from ...domain import NotFound
+from ...domain import client_area as area
+from ...domain.validation import MAX_ID
+from ...security import current_user_id
+from . import SESSION_CLIENT, ClientAreaView, client_page, expose
+
+
+class ClientSwitchView(ClientAreaView):
+    route_base = "/client"
+    default_view = "switch"
+
+    @expose("/switch", methods=["POST"])
+    @client_page()
+    def switch(self, link):
+        raw = request.form.get("client_id", "")
+        if not raw.isdigit() or int(raw) > MAX_ID:
+            abort(404)
+        try:
+            chosen = area.switch_to(current_user_id(), int(raw))
+        except NotFound:
+            abort(404)
+        session[SESSION_CLIENT] = chosen.client.id
+        return redirect(url_for("ClientDashboardView.dashboard"))
+
+
+def register(appbuilder) -> None:
+    appbuilder.add_view_no_menu(ClientSwitchView())
