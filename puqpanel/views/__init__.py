@@ -3,12 +3,15 @@
 
 def register_views(appbuilder) -> None:
     from . import (
+        account,
+        auth,
         billing_settings,
         catalog,
         client_area,
         client_record,
         clients,
         gateways,
+        impersonation,
         invoices,
         ledger,
         services,
@@ -25,3 +28,6 @@ def register_views(appbuilder) -> None:
     invoices.register(appbuilder)
     gateways.register(appbuilder)
     client_area.register(appbuilder)
+    account.register(appbuilder)
+    auth.register(appbuilder)
+    impersonation.register(appbuilder)

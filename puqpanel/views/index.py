@@ -1,6 +1,6 @@
 """Home page of the bundled app: staff who may list clients land on the client directory, client logins on
 their client area's dashboard."""
-from flask import g, redirect, url_for
+from flask import current_app, g, redirect, url_for
 from flask_appbuilder import IndexView, expose
 
 from ..security import CLIENT_AREA, CLIENTS, has_perm
@@ -13,6 +13,6 @@ class PuqIndexView(IndexView):
         if user is not None and user.is_authenticated:
             if has_perm("can_list", CLIENTS):
                 return redirect(url_for("ClientDirectoryView.list"))
-            if has_perm("can_access", CLIENT_AREA) and "ClientDashboardView.dashboard" in self.appbuilder.app.view_functions:
+            if has_perm("can_access", CLIENT_AREA) and "ClientDashboardView.dashboard" in current_app.view_functions:
                 return redirect(url_for("ClientDashboardView.dashboard"))
         return super().index()

@@ -99,9 +99,10 @@ def _has_endpoint(endpoint: str) -> bool:
 
 
 def register(appbuilder) -> None:
-    from . import switch
+    from . import add_funds, dashboard, invoices, profile, services, switch, transactions, users
 
-    appbuilder.app.jinja_env.globals.update(
+    current_app.jinja_env.globals.update(
         puq_client_nav=lambda: NAV, puq_client_links=_links_for_template, puq_has_endpoint=_has_endpoint,
     )
-    switch.register(appbuilder)
+    for module in (switch, dashboard, services, invoices, transactions, add_funds, profile, users):
+        module.register(appbuilder)

@@ -1,0 +1,5 @@
+"""auth views (being built)."""
+
+
+def register(appbuilder) -> None:
+    """Adds this module's views (none yet)."""

@@ -1,0 +1,5 @@
+"""Client area: add_funds (being built)."""
+
+
+def register(appbuilder) -> None:
+    """Adds this module's views (none yet)."""
