@@ -91,10 +91,11 @@ def build_config(instance_path: str) -> dict:
             "task_acks_late": True,
             "task_reject_on_worker_lost": True,
             "worker_prefetch_multiplier": 1,
-            # A message a dead worker held goes back to the queue after this many seconds (Redis).
+            # A message a dead worker held goes back to the queue after this many seconds (Redis, SQS; other
+            # transports such as kombu's SQLAlchemy one refuse the option).
             "broker_transport_options": {
                 "visibility_timeout": int(os.environ.get("PUQPANEL_VISIBILITY_TIMEOUT") or 3600)
-            },
+            } if broker_url.startswith(("redis", "rediss", "sqs")) else {},
             "beat_schedule": beat_schedule(),
         },
         # Billing engine: services per chunk task; minutes after which a "running" run counts as lost.

@@ -23,6 +23,9 @@ class UserSecurity(Model):
     two_factor_enabled: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     # Staff users can never be impersonated; client users can. Set when the login is created.
     is_client_login: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    # My Account fields FAB's ab_user lacks: phone (E.164) and the interface language ("" = default).
+    phone: Mapped[str] = mapped_column(String(50), default="", server_default="", nullable=False)
+    language: Mapped[str] = mapped_column(String(10), default="", server_default="", nullable=False)
 
 
 class MfaMethod(Model):

@@ -29,10 +29,10 @@ SESSION_CLIENT = "puq_client_id"  # the client the user last switched to
 # (key, endpoint, label, client permission key or None) of the client area's navigation, in order.
 NAV = (
     ("dashboard", "ClientDashboardView.dashboard", _l("Dashboard"), None),
-    ("services", "ClientAreaServicesView.services", _l("Services"), None),
-    ("invoices", "ClientAreaInvoicesView.invoices", _l("Invoices"), None),
-    ("transactions", "ClientAreaTransactionsView.transactions", _l("Transactions"), None),
-    ("add_funds", "ClientAddFundsView.add_funds", _l("Add Funds"), None),
+    ("services", "ClientAreaServicesView.services", _l("Services"), "manage_services"),
+    ("invoices", "ClientAreaInvoicesView.invoices", _l("Invoices"), "manage_invoices"),
+    ("transactions", "ClientAreaTransactionsView.transactions", _l("Transactions"), "manage_invoices"),
+    ("add_funds", "ClientAddFundsView.add_funds", _l("Add Funds"), "manage_invoices"),
     ("profile", "ClientCompanyProfileView.profile", _l("Company Profile"), "modify_profile"),
     ("users", "ClientAreaUsersView.users", _l("Users"), "manage_users"),
 )
