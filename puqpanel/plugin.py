@@ -43,6 +43,13 @@ class PuqPanel:
 
         register_template_helpers(app)
         app.before_request(refuse_nul_bytes)
+        from .views.auth import session_guard
+
+        # A signed-in cookie must name a live server-side session; impersonations end after their time.
+        app.before_request(session_guard)
+        # Every page on puqpanel's base layout (the impersonation banner), unless the host chose its own.
+        if appbuilder.base_template == "appbuilder/baselayout.html":
+            appbuilder.base_template = "puqpanel/baselayout.html"
 
         register_views(appbuilder)
         from .views import automation  # Billing → Automation (the billing engine's status page)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from flask import current_app, g, has_request_context
 from flask_appbuilder.security.sqla.manager import SecurityManager
+from flask_appbuilder.security.utils import is_null_password
+from werkzeug.security import check_password_hash
 from sqlalchemy import false, select, true
 
 # Permission view menus (class_permission_name); distinct from menu names, whose menu_access FAB
@@ -163,4 +165,43 @@ def client_scope():
 
 
 class PuqSecurityManager(SecurityManager):
-    """FAB's security manager; puqpanel's login steps (2FA, impersonation) hook in here."""
+    """FAB's security manager with puqpanel's login: the form login (views.auth.PuqAuthDBView: throttling,
+    the 2FA step, server-side sessions) and the JSON API login (views.auth.PuqSecurityApi: the same
+    throttling, a token only with the second factor)."""
+
+    # Properties rather than class attributes: the views import this module.
+    @property
+    def authdbview(self):
+        from .views.auth import PuqAuthDBView
+
+        return PuqAuthDBView
+
+    @property
+    def security_api(self):
+        from .views.auth import PuqSecurityApi
+
+        return PuqSecurityApi
+
+    def check_password_db(self, username: str, password: str):
+        """FAB's auth_user_db without counting a successful login: the user, or None (unknown, inactive or
+        a wrong password; the failure is counted on the user as FAB does). The caller counts the login
+        (update_user_auth_stat) once it is complete, i.e. after the second factor."""
+        if not username:
+            return None
+        if is_null_password(password):
+            return None
+        first_user = self.get_first_user()
+        user = self.find_user(username=username)
+        if user is None:
+            user = self.find_user(email=username)
+        else:
+            _ = self.find_user(email=username)  # balance failure and success (as FAB)
+        if user is None or not user.is_active:
+            check_password_hash(current_app.config["AUTH_DB_FAKE_PASSWORD_HASH_CHECK"], "password")
+            if first_user:
+                self.noop_user_update(first_user)
+            return None
+        if check_password_hash(user.password, password):
+            return user
+        self.update_user_auth_stat(user, False)
+        return None
