@@ -17,7 +17,7 @@ from fractions import Fraction
 from sqlalchemy import and_, case, func, or_, select
 
 from ..domain.session import get_session
-from ..models import PERIOD_HOURS, Client, ProductPrice, Service
+from ..models import PERIOD_HOURS, Client, ProductPrice, Service, Transaction
 from ..models.base import Money
 from . import clock, money
 from .invoicing import add_funds_limits
@@ -152,3 +152,48 @@ def add_funds_suggestion(client: Client, now: dt.datetime | None = None) -> Deci
     if limits.max < limits.min:
         return Decimal("0.00")
     return min(max(wanted, limits.min), limits.max)
+
+
+def balance_history(client_id: int, days: int = 30, now: dt.datetime | None = None) -> list[tuple[dt.date, Decimal]]:
+    """The client's balance at the end of each of the last `days` days (UTC dates), oldest first, today last
+    (today's value: the balance as of `now`, default billing.clock.now()), from the ledger
+    (Transaction.balance_after): a day without a transaction keeps the previous day's balance; the first day
+    starts from the last ledger row before the window (0 without one).
+
+    Two queries whatever the number of days and rows: the last row before the window, and the last row of each
+    day in the window (MAX(id) per day — ids grow with time, rows being appended under the client's lock)."""
+    days = max(1, int(days))
+    now = now if now is not None else clock.now()
+    today = now.date()
+    first = today - dt.timedelta(days=days - 1)
+    start = dt.datetime.combine(first, dt.time.min)
+    session = get_session()
+    opening = session.scalar(
+        select(Transaction.balance_after)
+        .where(Transaction.client_id == client_id, Transaction.created_at < start)
+        .order_by(Transaction.id.desc())
+        .limit(1)
+    )
+    in_window = and_(Transaction.client_id == client_id, Transaction.created_at >= start,
+                     Transaction.created_at <= now)
+    last_of_day = (
+        select(func.max(Transaction.id).label("id"))
+        .where(in_window)
+        .group_by(func.date(Transaction.created_at))
+        .subquery()
+    )
+    closing = {
+        created.date(): after
+        for created, after in session.execute(
+            select(Transaction.created_at, Transaction.balance_after)
+            .join(last_of_day, last_of_day.c.id == Transaction.id)
+        )
+    }
+    balance = money.ledger(opening if opening is not None else money.ZERO)
+    history: list[tuple[dt.date, Decimal]] = []
+    for offset in range(days):
+        day = first + dt.timedelta(days=offset)
+        if day in closing:
+            balance = money.ledger(closing[day])
+        history.append((day, balance))
+    return history
