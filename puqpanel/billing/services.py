@@ -24,14 +24,14 @@ from decimal import Decimal
 from typing import Any
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import select, update
-from sqlalchemy.orm import joinedload
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import contains_eager, joinedload
 from werkzeug.security import check_password_hash
 
 from ..domain import DomainError, NotFound, activity
 from ..domain.session import get_session, transaction
-from ..domain.validation import parse_id
-from ..models import Client, ProductPrice, Service
+from ..domain.validation import MAX_ID, parse_id
+from ..models import Client, Product, ProductPrice, Service
 from . import clock, provisioning
 from .charging import charge_period, charge_setup, covered, first_charges
 from .ledger import lock_client
@@ -345,3 +345,151 @@ def suspend_all(client: Client, reason: str, staff_user, password: str) -> int:
                         changes={"count": len(ids), "reason": reason,
                                  "service_ids": ", ".join(str(i) for i in sorted(ids)[:100])})
     return len(ids)
+
+
+# -- the client area -------------------------------------------------------------------------------------------
+# Status filters of the client area's services list: a status, "current" (what the dashboard's Total counts:
+# active + suspended + pending), "termination_requested" (active or suspended with a request, as the
+# dashboard's counter) or "all".
+CLIENT_FILTERS = ("all", "current", "active", "suspended", "pending", "terminated", "cancelled",
+                  "termination_requested")
+CLIENT_SORTS = ("id", "product", "label", "status", "created", "paid_until")
+CLIENT_SEARCH_MAX = 100
+TERMINATION_REASON_MAX = Service.__table__.c.termination_request_reason.type.length  # 255
+CLIENT_LABEL_MAX = Service.__table__.c.client_label.type.length  # 150
+_REQUESTABLE = ("active", "suspended")
+
+
+def _like(term: str) -> str:
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def parse_client_list_args(args) -> dict[str, Any]:
+    """The services list's arguments (status, q, sort, dir) from request arguments, whitelisted: an unknown
+    value falls back to the default (status "all", sort "id" descending)."""
+    status = str(args.get("status") or "").strip()
+    sort = str(args.get("sort") or "").strip()
+    direction = str(args.get("dir") or "").strip().lower()
+    return {
+        "status": status if status in CLIENT_FILTERS else "all",
+        "search": str(args.get("q") or "").strip()[:CLIENT_SEARCH_MAX],
+        "sort": sort if sort in CLIENT_SORTS else "id",
+        "direction": direction if direction in ("asc", "desc") else "desc",
+    }
+
+
+def client_services(client: Client, *, status: str = "all", search: str = "", sort: str = "id",
+                    direction: str = "desc", page: int = 1, page_size: int = 25) -> tuple[list[Service], bool]:
+    """One page of the client's services for the client area, with product, price and currency loaded in the
+    same statement, and whether a next page exists (page_size + 1 rows fetched; no COUNT).
+
+    `status` is one of CLIENT_FILTERS (anything else: all); `search` matches the client label or the product
+    name (case-insensitive, wildcards taken literally) or, when it is a number, the service id; `sort` one of
+    CLIENT_SORTS (anything else: id), `direction` asc / desc; the id breaks ties."""
+    session = get_session()
+    stmt = (
+        select(Service)
+        .outerjoin(Product, Product.id == Service.product_id)
+        .options(contains_eager(Service.product),
+                 joinedload(Service.price).joinedload(ProductPrice.currency))
+        .where(Service.client_id == client.id)
+    )
+    if status == "current":
+        stmt = stmt.where(Service.status.in_((*_REQUESTABLE, "pending")))
+    elif status == "termination_requested":
+        stmt = stmt.where(Service.status.in_(_REQUESTABLE), Service.termination_requested_at.is_not(None))
+    elif status in CLIENT_FILTERS and status != "all":
+        stmt = stmt.where(Service.status == status)
+    search = str(search or "").strip()[:CLIENT_SEARCH_MAX]
+    if search:
+        pattern = _like(search)
+        matches = [Service.client_label.ilike(pattern, escape="\\"), Product.name.ilike(pattern, escape="\\")]
+        digits = search.lstrip("#")
+        if digits.isdigit() and len(digits) <= 10 and int(digits) <= MAX_ID:
+            matches.append(Service.id == int(digits))
+        stmt = stmt.where(or_(*matches))
+    descending = direction == "desc"
+    column = {
+        "id": Service.id,
+        "product": Product.name,
+        "label": Service.client_label,
+        "status": Service.status,
+        "created": Service.created_at,
+        "paid_until": Service.paid_until,
+    }.get(sort, Service.id)
+    order = []
+    if sort == "paid_until":  # services never paid last, in either direction, on every database
+        order.append(Service.paid_until.is_(None))
+    order.append(column.desc() if descending else column.asc())
+    if column is not Service.id:
+        order.append(Service.id.desc() if descending else Service.id.asc())
+    page = min(max(1, int(page)), 10**6)
+    page_size = min(max(1, int(page_size)), 100)
+    rows = list(session.scalars(
+        stmt.order_by(*order).limit(page_size + 1).offset((page - 1) * page_size)
+    ).unique())
+    return rows[:page_size], len(rows) > page_size
+
+
+def request_termination(service: Service, reason: Any = "") -> Service:
+    """The client asks to end an active or suspended service (reason optional, ≤ 255 characters): the billing
+    engine stops charging it and terminates it when its paid period ends (billing.engine.lifecycle). Refused
+    for any other state or when a request already exists. Logged "service.termination_request"."""
+    reason = " ".join(_text(reason, "reason", TERMINATION_REASON_MAX).split())
+    with transaction():
+        _client, service = _locked(service)
+        if service.status not in _REQUESTABLE:
+            raise DomainError(str(_l("Only an active or suspended service can get a termination request.")))
+        if service.termination_requested_at is not None:
+            raise DomainError(str(_l("This service already has a termination request.")))
+        service.termination_requested_at = clock.now()
+        service.termination_request_reason = reason
+        activity.record("service.termination_request", client_id=service.client_id, object_type="service",
+                        object_id=service.id, changes={"reason": reason, "paid_until": service.paid_until})
+    return service
+
+
+def withdraw_termination(service: Service) -> Service:
+    """Withdraw the termination request of a service that is still active or suspended (once terminated it is
+    final). Refused without a request. Logged "service.termination_withdraw"."""
+    with transaction():
+        _client, service = _locked(service)
+        if service.termination_requested_at is None:
+            raise DomainError(str(_l("This service has no termination request.")))
+        if service.status not in _REQUESTABLE:
+            raise DomainError(str(_l("The service has already ended; its termination request can't be withdrawn.")))
+        reason = service.termination_request_reason
+        requested = service.termination_requested_at
+        service.termination_requested_at = None
+        service.termination_request_reason = ""
+        activity.record("service.termination_withdraw", client_id=service.client_id, object_type="service",
+                        object_id=service.id, changes={"requested_at": requested, "reason": reason})
+    return service
+
+
+def set_client_label(service: Service, label: Any) -> Service:
+    """The label the client gives its service (≤ 150 characters, may be empty). Logged "service.client_label"
+    with the old and new label (nothing written when unchanged)."""
+    label = " ".join(_text(label, "client_label", CLIENT_LABEL_MAX).split())
+    with transaction():
+        _client, service = _locked(service)
+        if label != service.client_label:
+            activity.record("service.client_label", client_id=service.client_id, object_type="service",
+                            object_id=service.id, changes={"client_label": [service.client_label, label]})
+            service.client_label = label
+    return service
+
+
+def client_service_names(client: Client, service_ids) -> dict[int, str]:
+    """{service id: what the client calls it} for those of the client's services: its client label, else the
+    product name, else "" (never the staff's admin label). One query."""
+    ids = {int(i) for i in service_ids if i is not None}
+    if not ids:
+        return {}
+    rows = get_session().execute(
+        select(Service.id, Service.client_label, Product.name)
+        .outerjoin(Product, Product.id == Service.product_id)
+        .where(Service.client_id == client.id, Service.id.in_(ids))
+    )
+    return {sid: (label or name or "") for sid, label, name in rows}
