@@ -21,7 +21,7 @@ from typing import Any, Iterable
 import pycountry
 from flask_babel import format_currency
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 
 from ..domain import DomainError, NotFound, activity
 from ..domain.session import get_session, transaction
@@ -715,3 +715,128 @@ def invoice_detail(client: Client, invoice_id: int) -> InvoiceDetail:
     ).unique())
     detail.refundable = refundable_amount(document)
     return detail
+
+
+# -- the client area's view of its documents --------------------------------------------------------------
+# A client never sees drafts (not issued yet). Tabs: unpaid (awaiting payment), paid (paid invoices), refunded
+# (credit notes and fully refunded invoices), all (every issued document, canceled and invoiced proformas too).
+CLIENT_TABS = ("all", "unpaid", "paid", "refunded")
+CLIENT_SORTS = ("date", "number", "total", "due_date")
+CLIENT_SORT_DEFAULT = ("date", "desc")
+CLIENT_SEARCH_MAX = 60
+
+
+def _client_tab_condition(tab: str):
+    if tab == "unpaid":
+        return Invoice.status == "unpaid"
+    if tab == "paid":
+        return and_(Invoice.type == "invoice", Invoice.status == "paid")
+    if tab == "refunded":
+        return or_(Invoice.type == "credit_note", Invoice.status == "refunded")
+    return None
+
+
+def _client_visible(client: Client):
+    return and_(Invoice.client_id == client.id, Invoice.status != "draft")
+
+
+@dataclass
+class ClientListArgs:
+    """The client list's parameters, whitelisted: an unknown tab / sort / direction falls back to the default,
+    the search is trimmed text (matched as a literal substring of the number, never as SQL)."""
+
+    tab: str = "all"
+    search: str = ""
+    sort: str = CLIENT_SORT_DEFAULT[0]
+    direction: str = CLIENT_SORT_DEFAULT[1]
+
+    @classmethod
+    def parse(cls, tab: Any = None, search: Any = None, sort: Any = None, direction: Any = None) -> "ClientListArgs":
+        tab = str(tab or "").strip()
+        sort = str(sort or "").strip()
+        direction = str(direction or "").strip().lower()
+        if sort not in CLIENT_SORTS:
+            sort, direction = CLIENT_SORT_DEFAULT
+        return cls(
+            tab=tab if tab in CLIENT_TABS else "all",
+            search=" ".join(str(search or "").split())[:CLIENT_SEARCH_MAX],
+            sort=sort,
+            direction=direction if direction in ("asc", "desc") else "desc",
+        )
+
+
+@dataclass
+class ClientInvoicePage:
+    rows: list[Invoice]
+    page: int
+    page_size: int
+    has_next: bool
+    args: ClientListArgs
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _escape_like(term: str) -> str:
+    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def client_invoice_counts(client: Client) -> dict[str, int]:
+    """{tab: number of documents} of the client's issued documents, in one query."""
+
+    def count(condition):
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+    row = get_session().execute(
+        select(*(count(_client_tab_condition(tab)) for tab in CLIENT_TABS[1:]), func.count(Invoice.id))
+        .where(_client_visible(client))
+    ).one()
+    counts = {tab: int(value) for tab, value in zip(CLIENT_TABS[1:], row[:-1])}
+    counts["all"] = int(row[-1])
+    return counts
+
+
+def client_invoices(client: Client, args: ClientListArgs | None = None, *, page: int = 1,
+                    page_size: int = 25) -> ClientInvoicePage:
+    """One page of the client's issued documents (never drafts) for the client area: the tab's documents
+    whose number contains `args.search` (case-insensitive), sorted by date (issue date), number, total or
+    due date (documents without a due date last), ties by id. One query for the rows (currency and home
+    company joined eagerly; one extra row tells whether a next page exists) and one for the tab counts."""
+    args = args or ClientListArgs()
+    page = max(1, min(int(page or 1), 10**6))
+    page_size = max(1, min(int(page_size or 25), PAGE_SIZE_MAX))
+    query = select(Invoice).where(_client_visible(client))
+    condition = _client_tab_condition(args.tab)
+    if condition is not None:
+        query = query.where(condition)
+    if args.search:
+        query = query.where(Invoice.number.ilike(f"%{_escape_like(args.search)}%", escape="\\"))
+    column = {"date": Invoice.issue_date, "number": Invoice.number, "total": Invoice.total,
+              "due_date": Invoice.due_date}[args.sort]
+    descending = args.direction == "desc"
+    order = [column.desc() if descending else column.asc(), Invoice.id.desc() if descending else Invoice.id.asc()]
+    if args.sort == "due_date":
+        order.insert(0, Invoice.due_date.is_(None))
+    rows = list(
+        get_session().scalars(query.order_by(*order).limit(page_size + 1).offset((page - 1) * page_size)).unique()
+    )
+    return ClientInvoicePage(rows[:page_size], page, page_size, len(rows) > page_size, args,
+                             client_invoice_counts(client))
+
+
+def get_client_invoice(client: Client, invoice_id: int) -> Invoice:
+    """For the client area: the client's issued document with this id; NotFound for another client's
+    document and for a draft (not issued yet)."""
+    document = get_invoice(client, invoice_id)
+    if document.status == "draft":
+        raise NotFound(str(_l("Invoice not found.")))
+    return document
+
+
+def client_invoice_detail(client: Client, invoice_id: int) -> InvoiceDetail:
+    """invoice_detail for the client area (NotFound for drafts, as get_client_invoice)."""
+    get_client_invoice(client, invoice_id)
+    return invoice_detail(client, invoice_id)
+
+
+def payable(document: Invoice) -> bool:
+    """Whether the client can pay the document now: an unpaid proforma with an amount outstanding."""
+    return document.type == "proforma" and document.status == "unpaid" and document.outstanding > 0
