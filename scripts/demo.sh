@@ -85,6 +85,7 @@ cat <<EOF
  puqpanel is starting:  http://$host:$port/
  staff admin login:     $admin_user
  password:              ${password:-(the one you set; ADMIN_PASSWORD=... ./scripts/demo.sh resets it)}
+ client area login:     client0001@puqpanel-demo.example.com  (every demo client owner: Demo-client1)
  (Ctrl+C stops the server; running ./scripts/demo.sh again keeps the data)
 ============================================================
 
