@@ -480,3 +480,21 @@ def reset(user_id: int, *, by_user_id: int | None, reason: str = "") -> None:
     log_for_login(user_id, "user.2fa_reset", description=reason, actor_id=by_user_id)
     session.commit()
     session.expire_all()
+
+
+# -- staff list ------------------------------------------------------------------------------------------------
+
+def logins_with_2fa(search: str = "", page: int = 1, page_size: int = 50) -> tuple[list[User], bool]:
+    """One page of the logins with 2FA on (staff "Reset 2FA" list), optionally those whose e-mail or
+    username contains `search`; ordered by e-mail; plus whether a next page exists (one query)."""
+    query = (select(User).join(UserSecurity, UserSecurity.user_id == User.id)
+             .where(UserSecurity.two_factor_enabled.is_(True)))
+    search = " ".join(str(search or "").split()).lower()[:100]
+    if search:
+        pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(or_(func.lower(User.email).like(pattern, escape="\\"),
+                                func.lower(User.username).like(pattern, escape="\\")))
+    page_size = max(1, min(int(page_size), 100))
+    rows = list(get_session().scalars(query.order_by(func.lower(User.email), User.id)
+                                      .limit(page_size + 1).offset((max(page, 1) - 1) * page_size)).unique())
+    return rows[:page_size], len(rows) > page_size
