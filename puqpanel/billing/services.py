@@ -367,14 +367,16 @@ def _like(term: str) -> str:
 
 def parse_client_list_args(args) -> dict[str, Any]:
     """The services list's arguments (status, q, sort, dir) from request arguments, whitelisted: an unknown
-    value falls back to the default (status "all", sort "id" descending)."""
+    value falls back to the default (status "all"; sort "id" descending — an unknown sort drops the direction too)."""
     status = str(args.get("status") or "").strip()
     sort = str(args.get("sort") or "").strip()
     direction = str(args.get("dir") or "").strip().lower()
+    if sort not in CLIENT_SORTS:
+        sort, direction = "id", "desc"
     return {
         "status": status if status in CLIENT_FILTERS else "all",
         "search": str(args.get("q") or "").strip()[:CLIENT_SEARCH_MAX],
-        "sort": sort if sort in CLIENT_SORTS else "id",
+        "sort": sort,
         "direction": direction if direction in ("asc", "desc") else "desc",
     }
 
