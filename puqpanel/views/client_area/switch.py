@@ -1,6 +1,8 @@
 """Switching the current client (a login linked to several clients)."""
 from __future__ import annotations
 
+import re
+
 from flask import abort, redirect, request, session, url_for
 
 from ...domain import NotFound
@@ -18,7 +20,8 @@ class ClientSwitchView(ClientAreaView):
     @client_page()
     def switch(self, link):
         raw = request.form.get("client_id", "")
-        if not raw.isdigit() or int(raw) > MAX_ID:
+        # ASCII digits only: str.isdigit() also accepts "²", which int() refuses (a 500).
+        if not re.fullmatch(r"[0-9]{1,10}", raw) or int(raw) > MAX_ID:
             abort(404)
         try:
             chosen = area.switch_to(current_user_id(), int(raw))
