@@ -1,5 +1,105 @@
-"""Client area: transactions (being built)."""
+"""Client area: Transactions — the current client's ledger (billing.ledger.client_transactions with the staff
+tab's own argument parsing: search by description / transaction id, type, date range, sort, pages).
+
+Needs the link's manage_invoices key (403 without it). Staff-only details are not shown: a row's author is
+the client's own login's name only when a client login wrote it without impersonation; staff work (and
+impersonated work) reads "Staff", work of nobody (billing engine, gateways) "System"; services are named by
+the client's label or the product name, never the admin label.
+"""
+from __future__ import annotations
+
+from flask import current_app, request, url_for
+from flask_babel import format_datetime
+from sqlalchemy import select
+from werkzeug.routing import BuildError
+
+from ...billing import ledger as ledger_domain
+from ...billing import services as service_domain
+from ...billing.gateways import all_gateways
+from ...domain.directory import parse_page
+from ...domain.session import get_session
+from ...models import TRANSACTION_TYPES, UserSecurity
+from ..ledger import DOCUMENT_LABELS, TYPE_CLASSES, TYPE_LABELS
+from . import ClientAreaView, client_page, expose
+
+PAGE_SIZE = 50
+INVOICE_ENDPOINT = "ClientAreaInvoicesView.invoice"
+
+
+def _client_logins(user_ids) -> set[int]:
+    """Which of these users are client-area logins (UserSecurity.is_client_login), in one query."""
+    ids = {i for i in user_ids if i is not None}
+    if not ids:
+        return set()
+    return set(get_session().scalars(
+        select(UserSecurity.user_id).where(UserSecurity.user_id.in_(ids), UserSecurity.is_client_login.is_(True))
+    ))
+
+
+def _invoice_url(invoice_id: int | None) -> str | None:
+    """The client-area document page when that view is registered, else None."""
+    if not invoice_id or INVOICE_ENDPOINT not in current_app.view_functions:
+        return None
+    try:
+        return url_for(INVOICE_ENDPOINT, invoice_id=invoice_id)
+    except BuildError:
+        return None
+
+
+class ClientAreaTransactionsView(ClientAreaView):
+    route_base = "/client/transactions"
+    default_view = "transactions"
+
+    @expose("/")
+    @client_page("manage_invoices")
+    def transactions(self, link):
+        client = link.client
+        filters, filter_errors = ledger_domain.parse_filters(request.args)
+        sort, direction = ledger_domain.parse_sort(request.args.get("sort"), request.args.get("dir"))
+        page = ledger_domain.client_transactions(
+            client.id, search=filters.search, type=filters.type, date_from=filters.date_from,
+            date_to=filters.date_to, sort=sort, direction=direction,
+            page=parse_page(request.args.get("page")), page_size=PAGE_SIZE,
+        )
+        args = {
+            "q": filters.search,
+            "type": filters.type or "",
+            "date_from": filters.date_from.isoformat() if filters.date_from else "",
+            "date_to": filters.date_to.isoformat() if filters.date_to else "",
+            "sort": page.sort,
+            "dir": page.direction,
+        }
+
+        def page_link(**changes) -> str:
+            wanted = {k: v for k, v in {**args, **changes}.items() if v not in ("", None)}
+            if (wanted.get("sort"), wanted.get("dir")) == ledger_domain.DEFAULT_SORT:
+                wanted.pop("sort")
+                wanted.pop("dir")
+            if wanted.get("page") == 1:
+                wanted.pop("page")
+            return url_for("ClientAreaTransactionsView.transactions", **wanted)
+
+        own = _client_logins(e.tx.author_id for e in page.entries if e.tx.impersonator_id is None)
+        authors = {}
+        for e in page.entries:
+            tx = e.tx
+            if tx.author_id is None and tx.impersonator_id is None:
+                authors[tx.id] = None  # the system
+            elif tx.impersonator_id is None and tx.author_id in own:
+                authors[tx.id] = e.author
+            else:
+                authors[tx.id] = False  # staff
+        service_names = service_domain.client_service_names(client, {e.tx.service_id for e in page.entries})
+        return self.render_area(
+            "transactions.html", link, "transactions",
+            ledger=page, args=args, page_link=page_link, filter_errors=filter_errors, authors=authors,
+            service_names=service_names, types=TRANSACTION_TYPES, type_labels=TYPE_LABELS,
+            type_classes=TYPE_CLASSES, document_labels=DOCUMENT_LABELS,
+            gateway_labels={g.name: g.label for g in all_gateways()},
+            invoice_url=_invoice_url,
+            fmt_datetime=lambda value: format_datetime(value, "medium") if value else "",
+        )
 
 
 def register(appbuilder) -> None:
-    """Adds this module's views (none yet)."""
+    appbuilder.add_view_no_menu(ClientAreaTransactionsView())
