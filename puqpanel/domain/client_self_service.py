@@ -67,9 +67,9 @@ def visible_custom_fields() -> list[CustomField]:
     ))
 
 
-def _custom_before(fields: list[CustomField], client: Client) -> dict[int, str]:
-    """Stored value of each field ("" when none; "0" for an unset yes/no, as the staff screen reads it)."""
-    rows = cf.current_values(client)
+def _custom_before(fields: list[CustomField], rows: dict[int, CustomFieldValue]) -> dict[int, str]:
+    """Stored value of each field ("" when none; "0" for an unset yes/no, as the staff screen reads it);
+    `rows`: custom_fields.current_values(client)."""
     return {
         f.id: rows[f.id].value if f.id in rows else ("0" if f.field_type == "bool" else "") for f in fields
     }
@@ -82,7 +82,7 @@ def profile_form_data(client: Client) -> dict[str, str]:
     for name in ADDRESS_EDITABLE:
         data[ADDRESS_PREFIX + name] = getattr(billing, name) if billing is not None else ""
     fields = visible_custom_fields()
-    for field_id, value in _custom_before(fields, client).items():
+    for field_id, value in _custom_before(fields, cf.current_values(client)).items():
         data[f"cf_{field_id}"] = value
     return data
 
@@ -154,7 +154,8 @@ def update_own_profile(link: ClientLink, data: Mapping[str, Any]) -> dict[str, l
         with transaction() as session:
             billing = _locked_billing(client)
             values, address, custom = _validate_profile(client, billing, fields, data)
-            stored_custom = _custom_before(fields, client)
+            rows = cf.current_values(client)
+            stored_custom = _custom_before(fields, rows)
             before = _snapshot(client, billing, fields, stored_custom)
             for name, value in values.items():
                 setattr(client, name, value)
@@ -162,7 +163,6 @@ def update_own_profile(link: ClientLink, data: Mapping[str, Any]) -> dict[str, l
                 setattr(billing, name, value)
             if client.status == "new":
                 client.status = "active"
-            rows = cf.current_values(client)
             for field in fields:
                 if custom[field.id] == stored_custom[field.id]:
                     continue

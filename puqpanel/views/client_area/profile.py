@@ -29,12 +29,13 @@ class ClientCompanyProfileView(ClientAreaView):
 
     def _render(self, link, form: dict, errors: dict | None = None):
         fields = self_service.visible_custom_fields()
+        languages = current_app.config.get("LANGUAGES", {})
         return self.render_area(
             "profile.html", link, "profile",
             form=form, errors=errors or {}, countries=countries(),
             regions=_regions_of(str(form.get(self_service.ADDRESS_PREFIX + "country") or "")),
             custom_fields=fields, address_prefix=self_service.ADDRESS_PREFIX,
-            languages=[(code, meta.get("name", code)) for code, meta in current_app.config.get("LANGUAGES", {}).items()],
+            languages=[(code, meta.get("name", code)) for code, meta in languages.items()],
         )
 
     @expose("/")
