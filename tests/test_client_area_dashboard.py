@@ -236,7 +236,8 @@ def test_complete_profile_notice_while_new(app, db, eur, owned_client, make_brow
 def test_add_funds_button_follows_the_add_funds_page(app, db, eur, owned_client, make_browser):
     owned_client()
     html = make_browser("owner1@example.com").get(DASHBOARD).text
-    assert ('class="btn btn-success puq-add-funds-link"' in html) == ("ClientAddFundsView.add_funds" in app.view_functions)
+    registered = "ClientAddFundsView.add_funds" in app.view_functions
+    assert ('class="btn btn-success puq-add-funds-link"' in html) == registered
     assert "puq-recommended-amount" in html
 
 
