@@ -69,7 +69,7 @@ CLIENT_ROLE = "Client"
 
 # Every login's own account pages. FAB's own "reset my password" / "edit my info" forms are not granted: they
 # skip the current password and the password policy; puqpanel's Account pages replace them.
-_SELF_SERVICE = [("can_access", ACCOUNT)]
+_SELF_SERVICE = [("can_access", ACCOUNT), ("menu_access", "My Account")]
 _CLIENT_MENUS = [("menu_access", "Clients"), ("menu_access", "Manage Clients")]
 _AUTOMATION_MENU = ("menu_access", "Automation Status")
 

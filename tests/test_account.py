@@ -424,3 +424,14 @@ def test_language_applied_at_login(db, owner, make_browser):
     fresh = make_browser(email)
     with fresh.client.session_transaction() as sess:
         assert sess.get("locale") == "fr"
+
+
+def test_menu_leads_every_login_to_my_account(db, owner, staff, make_browser):
+    browser, _email, _client = owner
+    # /account/forgot has the navigation bar but not the account tabs
+    for who in (browser, make_browser("support"), make_browser("manager1")):
+        page = who.get("/account/forgot")
+        assert page.status_code == 200 and 'href="/account/"' in page.text
+        assert "/account/users-2fa" not in page.text  # the staff reset menu entry is the Admin's
+    assert "/account/users-2fa" in make_browser("admin").get("/account/forgot").text
+    assert 'href="/account/"' not in make_browser().get("/account/forgot").text

@@ -386,6 +386,8 @@ def _apply_language(sender, user, **extra) -> None:
 
 def register(appbuilder) -> None:
     appbuilder.add_view_no_menu(AccountView())
+    # FAB's own "Profile" page is not granted (security._SELF_SERVICE): this menu entry leads to My Account.
+    appbuilder.add_link("My Account", href="AccountView.account", label=_l("My Account"), icon="fa-user")
     appbuilder.add_view_no_menu(AccountPublicView())
     appbuilder.add_view(UserSecurityView(), "Two-Factor Reset", label=_l("Two-Factor Reset"), icon="fa-key",
                         category="Security")
