@@ -254,8 +254,6 @@ def test_device_name_required(db, owner):
 def test_email_method_and_removal_needs_another_methods_code(db, owner):
     browser, email, _client = owner
     secret = enrol_totp(browser)
-    with clock.frozen_at(clock.now()):
-        pass
     resp = browser.post_form("/account/security/email", {}, form_url="/account/security")
     assert resp.status_code == 302
     page = browser.get("/account/security")

@@ -50,10 +50,11 @@ DEVICE_NAME_MAX = 100
 
 # -- state -----------------------------------------------------------------------------------------------------
 
-def _security(user_id: int, create: bool = False) -> UserSecurity | None:
-    """The login's UserSecurity row (staff logins may have none until they change a setting)."""
+def _security(user_id: int, create: bool = False, lock: bool = False) -> UserSecurity | None:
+    """The login's UserSecurity row (staff logins may have none until they change a setting); `lock`:
+    SELECT … FOR UPDATE, so that concurrent 2FA changes of one login run one after the other."""
     session = get_session()
-    row = session.get(UserSecurity, user_id)
+    row = session.get(UserSecurity, user_id, with_for_update=lock or None, populate_existing=lock)
     if row is None and create:
         row = UserSecurity(user_id=user_id)
         session.add(row)
@@ -418,10 +419,27 @@ def remove_method(user_id: int, method_id: int, code: str) -> None:
 
 # -- 2FA on / off ----------------------------------------------------------------------------------------------
 
+def _rolls_back(fn):
+    """A refused change ends its transaction (and the row lock it took) at once."""
+    from functools import wraps
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DomainError:
+            get_session().rollback()
+            raise
+
+    return wrapper
+
+
+@_rolls_back
 def enable(user_id: int, code: str) -> list[str]:
     """Turn 2FA on with a current code of a confirmed method; returns the ten new recovery codes (shown
     once; only their hashes are kept). Logged; commits."""
     session = get_session()
+    _security(user_id, create=True, lock=True)
     if not login_methods(user_id):
         raise DomainError({"": str(_l("Add and confirm a verification method first."))})
     if is_enabled(user_id):
@@ -436,10 +454,12 @@ def enable(user_id: int, code: str) -> list[str]:
     return codes
 
 
+@_rolls_back
 def disable(user_id: int, code: str) -> None:
     """Turn 2FA off with a current code or a recovery code; the recovery codes are deleted (the methods
     stay). Logged; commits."""
     session = get_session()
+    _security(user_id, lock=True)
     if not is_enabled(user_id):
         raise DomainError({"": str(_l("Two-factor authentication is off already."))})
     if check_code(user_id, code, email_purposes=("manage",)) is None:
@@ -451,10 +471,12 @@ def disable(user_id: int, code: str) -> None:
     session.commit()
 
 
+@_rolls_back
 def regenerate_recovery_codes(user_id: int, code: str) -> list[str]:
     """Ten new recovery codes (the old ones stop working) with a current code or a recovery code. Logged;
     commits."""
     session = get_session()
+    _security(user_id, lock=True)
     if not is_enabled(user_id):
         raise DomainError({"": str(_l("Turn two-factor authentication on first."))})
     if check_code(user_id, code, email_purposes=("manage",)) is None:
