@@ -127,6 +127,16 @@ def test_quote_json(app, db, mine, owner):
     assert data["total_text"] == money("122.99") and data["reverse_charge"] is False
 
 
+def test_round_tax_rates_print_plainly(app, db, mine, owner, home):
+    from puqpanel.models import TaxRule
+
+    db.scalar(select(TaxRule)).tax1_rate = D("20")
+    db.commit()
+    html = owner.get(f"{PAGE}?amount=50").text
+    assert re.search(r"VAT 20%</th><td[^>]*>" + re.escape(money("10")), html)
+    assert owner.get(QUOTE, query_string={"amount": "50"}).get_json()["taxes"][0]["rate"] == "20"
+
+
 def test_quote_and_top_up_act_on_the_current_client_only(app, db, mine, other, owner):
     # a client id in the request is not an input: the link's client is used
     data = owner.get(QUOTE, query_string={"amount": "10", "client_id": other.id}).get_json()

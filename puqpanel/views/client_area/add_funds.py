@@ -29,6 +29,11 @@ def _plain(value: Decimal) -> str:
     return format(value.quantize(invoicing.INVOICE_PLACES), "f")
 
 
+def _rate(rate: Decimal) -> str:
+    """A tax rate without needless zeros: 23.00 → 23, 20.00 → 20 (not 2E+1), 7.70 → 7.7."""
+    return format(rate.normalize(), "f")
+
+
 def quote_json(quote: invoicing.AddFundsQuote) -> dict:
     """A quote as the page's script reads it: plain decimals and the same amounts formatted for display."""
     currency = quote.currency
@@ -36,7 +41,7 @@ def quote_json(quote: invoicing.AddFundsQuote) -> dict:
         "net": _plain(quote.net),
         "net_text": money(quote.net, currency),
         "taxes": [
-            {"name": name, "rate": format(rate.normalize(), "f"), "amount": _plain(amount),
+            {"name": name, "rate": _rate(rate), "amount": _plain(amount),
              "amount_text": money(amount, currency)}
             for name, rate, amount in quote.tax_lines
         ],
@@ -67,7 +72,7 @@ class ClientAddFundsView(ClientAreaView):
             self.render_area(
                 "add_funds.html", link, "add_funds",
                 amount=amount, error=error, quote=quote, limits=limits, suggestion=add_funds_suggestion(client),
-                plain=_plain,
+                plain=_plain, rate_text=_rate,
             ),
             status,
         )
