@@ -134,6 +134,11 @@ def test_search_by_service_number(app, db, world, make_browser):
     theirs = world["s"]["theirs"].id
     assert listed(owner.get(LIST, query_string={"q": str(theirs)}).text) == []
     assert owner.get(LIST, query_string={"q": "99999999999999999999"}).status_code == 200
+    # digits other than ASCII are text, never a number (int("²") was a 500; "٣" matched service 3)
+    arabic = "".join(chr(0x0660 + int(d)) for d in str(pending))
+    for q in ("²", "#²", "١²", arabic):
+        page = owner.get(LIST, query_string={"q": q})
+        assert page.status_code == 200 and listed(page.text) == [], q
 
 
 def test_sort(app, db, world, make_browser):

@@ -30,7 +30,7 @@ from werkzeug.security import check_password_hash
 
 from ..domain import DomainError, NotFound, activity
 from ..domain.session import get_session, transaction
-from ..domain.validation import MAX_ID, parse_id
+from ..domain.validation import parse_id
 from ..models import Client, Product, ProductPrice, Service
 from . import clock, provisioning
 from .charging import charge_period, charge_setup, covered, first_charges
@@ -365,6 +365,14 @@ def _like(term: str) -> str:
     return f"%{escaped}%"
 
 
+def _service_number(search: str) -> int | None:
+    """A searched service number ("42" or "#42", ASCII digits only), else None."""
+    try:
+        return parse_id(search.lstrip("#"), "q")
+    except DomainError:
+        return None
+
+
 def parse_client_list_args(args) -> dict[str, Any]:
     """The services list's arguments (status, q, sort, dir) from request arguments, whitelisted: an unknown
     value falls back to the default (status "all"; sort "id" descending — an unknown sort drops the direction too)."""
@@ -407,9 +415,9 @@ def client_services(client: Client, *, status: str = "all", search: str = "", so
     if search:
         pattern = _like(search)
         matches = [Service.client_label.ilike(pattern, escape="\\"), Product.name.ilike(pattern, escape="\\")]
-        digits = search.lstrip("#")
-        if digits.isdigit() and len(digits) <= 10 and int(digits) <= MAX_ID:
-            matches.append(Service.id == int(digits))
+        number = _service_number(search)
+        if number is not None:
+            matches.append(Service.id == number)
         stmt = stmt.where(or_(*matches))
     descending = direction == "desc"
     column = {
