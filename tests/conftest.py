@@ -138,8 +138,8 @@ def eur(db):
 
 @pytest.fixture()
 def new_client(eur):
-    """new_client(**overrides) → a Client made by create_client (owner login, billing address in Berlin);
-    every call has its own owner email and last name."""
+    """new_client(**overrides) → a Client made by create_client (owner login with password PASSWORD, billing
+    address in Berlin); every call has its own owner email and last name."""
     from puqpanel.domain.clients import NewClient, create_client
 
     numbers = itertools.count(1)
@@ -147,7 +147,7 @@ def new_client(eur):
     def factory(**overrides):
         n = next(numbers)
         data = dict(email=f"owner{n}@example.com", firstname="Anna", lastname=f"Schmidt{n}", address1="Hauptstr. 1",
-                    city="Berlin", country="DE", region="DE-BE", phone="030 1234567")
+                    city="Berlin", country="DE", region="DE-BE", phone="030 1234567", password=PASSWORD)
         data.update(overrides)
         client, _password = create_client(NewClient(**data))
         return client
