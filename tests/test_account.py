@@ -291,6 +291,11 @@ def test_another_logins_method_is_404(db, owner, new_client, make_browser):
         assert resp.status_code == 404, action
     db.expire_all()
     assert db.get(MfaMethod, other_method.id) is not None
+    # ids beyond the database's integers are not found either (they were a 500)
+    for action in ("default", "remove", "confirm", "send-code"):
+        resp = browser.post_form(f"/account/security/methods/99999999999999999999/{action}", {"code": "123456"},
+                                 form_url="/account/security")
+        assert resp.status_code == 404, action
 
 
 def test_wrong_codes_are_throttled(db, owner):

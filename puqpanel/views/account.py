@@ -27,13 +27,14 @@ from sqlalchemy import select
 from ..domain import DomainError, NotFound
 from ..domain import account, mfa
 from ..domain.session import get_session
-from ..domain.validation import parse_id
+from ..domain.validation import MAX_ID, parse_id
 from ..models import UserSecurity
 from ..security import ACCOUNT, USER_SECURITY, current_user_id
 
 TEMPLATES = "puqpanel/account"
 IMPERSONATOR_KEY = "puq_impersonator_id"
 USERS_PAGE_SIZE = 50
+ID = f"int(max={MAX_ID})"  # URL ids: a larger number is a 404, never a database error
 
 
 def impersonating() -> bool:
@@ -205,7 +206,7 @@ class AccountView(BaseView):
         except NotFound:
             abort(404)
 
-    @expose("/security/methods/<int:method_id>/confirm", methods=["POST"])
+    @expose(f"/security/methods/<{ID}:method_id>/confirm", methods=["POST"])
     @has_access
     @account_post
     def confirm_method(self, method_id: int):
@@ -214,7 +215,7 @@ class AccountView(BaseView):
                                           success=_("The verification method was added."))
         return page or redirect(url_for("AccountView.security"))
 
-    @expose("/security/methods/<int:method_id>/default", methods=["POST"])
+    @expose(f"/security/methods/<{ID}:method_id>/default", methods=["POST"])
     @has_access
     @account_post
     def set_default(self, method_id: int):
@@ -226,7 +227,7 @@ class AccountView(BaseView):
         flash(_("The default method was changed."), "success")
         return redirect(url_for("AccountView.security"))
 
-    @expose("/security/methods/<int:method_id>/send-code", methods=["POST"])
+    @expose(f"/security/methods/<{ID}:method_id>/send-code", methods=["POST"])
     @has_access
     @account_post
     def send_code(self, method_id: int):
@@ -239,7 +240,7 @@ class AccountView(BaseView):
         return redirect(request.form.get("next") == "2fa" and url_for("AccountView.two_factor")
                         or url_for("AccountView.security"))
 
-    @expose("/security/methods/<int:method_id>/remove", methods=["POST"])
+    @expose(f"/security/methods/<{ID}:method_id>/remove", methods=["POST"])
     @has_access
     @account_post
     def remove_method(self, method_id: int):
@@ -355,7 +356,7 @@ class UserSecurityView(BaseView):
         return self.render_template(f"{TEMPLATES}/users_2fa.html", rows=rows, search=search, page=page,
                                     has_next=has_next)
 
-    @expose("/users-2fa/<int:user_id>/reset", methods=["POST"])
+    @expose(f"/users-2fa/<{ID}:user_id>/reset", methods=["POST"])
     @has_access
     def reset_2fa(self, user_id: int):
         if impersonating():
