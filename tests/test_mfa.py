@@ -302,3 +302,21 @@ def owner_links(db, user_id):
     from puqpanel.models import ClientUser
 
     return db.scalars(select(ClientUser).where(ClientUser.user_id == user_id)).all()
+
+
+def test_concurrent_removals_never_leave_2fa_without_a_method(app, db, owner):
+    """Two requests each removing a different method with a different recovery code: one after the other,
+    so the second finds the first gone and refuses (both used to pass, leaving 2FA on with no method)."""
+    phone = add_totp(owner.id, name="Phone")
+    tablet = add_totp(owner.id, at=T0 + dt.timedelta(minutes=1), name="Tablet")
+    at = T0 + dt.timedelta(minutes=2)
+    with clock.frozen_at(at):
+        codes = mfa.enable(owner.id, code_at(phone.secret, at))
+    user_id, targets = owner.id, (phone.id, tablet.id)
+    with clock.frozen_at(at + dt.timedelta(minutes=1)):
+        results = run_threads(app, 2, lambda i: mfa.remove_method(user_id, targets[i], codes[i]))
+    errors = [exc for _r, exc in results]
+    assert sum(exc is None for exc in errors) == 1
+    assert [type(exc) for exc in errors if exc is not None] == [DomainError]
+    fsa.session.expire_all()
+    assert len(mfa.login_methods(owner.id)) == 1 and mfa.is_enabled(owner.id)

@@ -52,8 +52,13 @@ DEVICE_NAME_MAX = 100
 
 def _security(user_id: int, create: bool = False, lock: bool = False) -> UserSecurity | None:
     """The login's UserSecurity row (staff logins may have none until they change a setting); `lock`:
-    SELECT … FOR UPDATE, so that concurrent 2FA changes of one login run one after the other."""
+    concurrent 2FA changes of one login run one after the other, each reading what the previous one
+    committed — PostgreSQL: SELECT … FOR UPDATE; SQLite (no row locks): a no-op UPDATE first takes the
+    database's write lock (as billing.ledger.lock_client)."""
     session = get_session()
+    if lock and session.get_bind().dialect.name != "postgresql":
+        session.execute(update(UserSecurity).where(UserSecurity.user_id == user_id)
+                        .values(user_id=UserSecurity.user_id).execution_options(synchronize_session=False))
     row = session.get(UserSecurity, user_id, with_for_update=lock or None, populate_existing=lock)
     if row is None and create:
         row = UserSecurity(user_id=user_id)
@@ -383,15 +388,33 @@ def set_default(user_id: int, method_id: int) -> MfaMethod:
     return method
 
 
+def _rolls_back(fn):
+    """A refused change ends its transaction (and the row lock it took) at once."""
+    from functools import wraps
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DomainError:
+            get_session().rollback()
+            raise
+
+    return wrapper
+
+
 def _invalid_code() -> DomainError:
     return DomainError({"code": str(_l("The code is not valid. Enter a current code."))})
 
 
+@_rolls_back
 def remove_method(user_id: int, method_id: int, code: str) -> None:
     """Remove a method. A confirmed one needs a code from ANOTHER confirmed method (TOTP, or an e-mailed
     "manage" code sent to another e-mail method) or a recovery code; the last confirmed method cannot go
-    while 2FA is on. Logged; commits. DomainError({"code": …}) for a wrong code (nothing removed)."""
+    while 2FA is on. Under the login's lock (two removals at once cannot both take the last but one).
+    Logged; commits. DomainError({"code": …}) for a wrong code (nothing removed)."""
     session = get_session()
+    _security(user_id, lock=True)
     method = get_method(user_id, method_id)
     if method.confirmed_at is None:  # an abandoned enrolment
         session.delete(method)
@@ -418,21 +441,6 @@ def remove_method(user_id: int, method_id: int, code: str) -> None:
 
 
 # -- 2FA on / off ----------------------------------------------------------------------------------------------
-
-def _rolls_back(fn):
-    """A refused change ends its transaction (and the row lock it took) at once."""
-    from functools import wraps
-
-    @wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except DomainError:
-            get_session().rollback()
-            raise
-
-    return wrapper
-
 
 @_rolls_back
 def enable(user_id: int, code: str) -> list[str]:
