@@ -169,6 +169,17 @@ def test_pending_email_method_confirms_only_with_its_verify_code(db, owner):
             mfa.start_email_method(owner)
 
 
+def test_an_address_longer_than_a_method_name_is_refused_not_cut(db, owner):
+    """MfaMethod.name holds 100 characters; a longer (valid) address was cut and its codes mailed to the cut
+    address."""
+    owner.email = "a" * 60 + "@" + "b" * 50 + ".example.com"
+    db.commit()
+    with pytest.raises(DomainError):
+        mfa.start_email_method(owner)
+    assert db.scalar(select(func.count()).select_from(MfaMethod)) == 0
+    assert db.scalar(select(func.count()).select_from(EmailOutbox)) == 0
+
+
 def test_enable_creates_ten_hashed_single_use_recovery_codes(db, owner):
     method = add_totp(owner.id)
     with pytest.raises(DomainError):

@@ -45,7 +45,8 @@ RECOVERY_CODE_COUNT = 10
 _RECOVERY_LETTERS = "abcdefghjkmnpqrstuvwxyz"
 _RECOVERY_RE = re.compile(r"[a-z]{5}[0-9]{5}")
 _SEPARATORS = re.compile(r"[\s\-]+")
-DEVICE_NAME_MAX = 100
+METHOD_NAME_MAX = MfaMethod.__table__.c.name.type.length  # a device name or an e-mail address: 100
+DEVICE_NAME_MAX = METHOD_NAME_MAX
 
 
 # -- state -----------------------------------------------------------------------------------------------------
@@ -308,13 +309,16 @@ def start_email_method(user) -> MfaMethod:
     DomainError when that address is a confirmed method already."""
     session = get_session()
     address = (user.email or "").strip().lower()
+    if len(address) > METHOD_NAME_MAX:  # never cut: the codes would go to another address
+        raise DomainError({"": str(_l("Your e-mail address is too long for e-mailed codes; use an authenticator "
+                                      "app."))})
     exists = session.scalar(select(MfaMethod.id).where(
         MfaMethod.user_id == user.id, MfaMethod.kind == "email", func.lower(MfaMethod.name) == address,
         MfaMethod.confirmed_at.is_not(None)))
     if exists:
         raise DomainError({"": str(_l("This e-mail address is a verification method already."))})
     _drop_pending(user.id, "email")
-    method = MfaMethod(user_id=user.id, kind="email", name=address[:100], created_at=clock.now())
+    method = MfaMethod(user_id=user.id, kind="email", name=address, created_at=clock.now())
     session.add(method)
     session.flush()
     send_email_code(user, "verify", method)  # commits
