@@ -183,7 +183,8 @@ def test_pending_login_expires_after_ten_minutes(db, staff, browser):
     late = T1 + dt.timedelta(minutes=10, seconds=1)
     with clock.frozen_at(late):
         resp = browser.client.post("/login/2fa", data={"code": code_at(secret, late), "csrf_token": token})
-    assert resp.status_code == 302 and "/login/" in resp.headers["Location"]
+        assert resp.status_code == 302 and "/login/" in resp.headers["Location"]
+        assert "Your sign-in has expired" in browser.get(resp.headers["Location"]).text
     assert "_user_id" not in session_of(browser) and PENDING not in session_of(browser)
 
 

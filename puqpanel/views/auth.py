@@ -73,7 +73,7 @@ def complete_login(user) -> None:
     session = get_session()
     # Client logins: on each linked client's activity log. Staff logins are in their LoginSession rows.
     if session.scalar(select(ClientUser.id).where(ClientUser.user_id == user.id).limit(1)) is not None:
-        mfa.log_for_login(user.id, "user.login", changes={"ip": client_ip()})
+        mfa.log_for_login(user.id, "user.login")  # the entry's ip column holds the address
         session.commit()
 
 
@@ -195,8 +195,10 @@ class PuqAuthDBView(AuthDBView):
         ), status
 
     def _restart(self):
+        expired = PENDING_KEY in session  # a pending login that ran out (or is no longer valid)
         _drop_pending()
-        flash(_("Your sign-in has expired. Please sign in again."), "warning")
+        if expired:
+            flash(_("Your sign-in has expired. Please sign in again."), "warning")
         return redirect(self.appbuilder.get_url_for_login)
 
     @expose("/login/2fa", methods=["GET", "POST"])
