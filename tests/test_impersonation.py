@@ -128,7 +128,7 @@ def test_directory_rows_offer_login_as_owner_only_with_the_permission(db, staff,
 
 def test_staff_without_the_permission_and_client_logins_are_refused(db, staff, owned, new_client, make_browser):
     client, owner = owned
-    other, _other_owner = new_client(password=PASSWORD), None
+    other = new_client(password=PASSWORD)
     for name in ("billing", "manager1"):
         b = make_browser(name)
         assert start(b, client.id).status_code == 403, name

@@ -77,7 +77,7 @@ def test_form_login_with_totp_end_to_end(db, new_client, browser):
 
 
 def test_skipping_the_second_step_is_not_signed_in(db, staff, new_client, make_browser):
-    _client, owner = client_owner(new_client)
+    client, owner = client_owner(new_client)
     enable_totp(db, owner)
     enable_totp(db, staff["admin"])
     client_browser, staff_browser = make_browser(), make_browser()
@@ -88,7 +88,7 @@ def test_skipping_the_second_step_is_not_signed_in(db, staff, new_client, make_b
                              (staff_browser, "/client/dashboard"), (client_browser, "/clients/")):
             resp = browser.get(url)
             assert resp.status_code == 302 and "/login/" in resp.headers["Location"], (url, resp.status_code)
-        resp = client_browser.post("/client/switch", {"client_id": str(_client.id)})
+        resp = client_browser.post("/client/switch", {"client_id": str(client.id)})
         assert resp.status_code == 302 and "/login/" in resp.headers["Location"]
         # a second password step does not sign in either; the login form is shown again, not skipped
         assert staff_browser.get("/login/").status_code == 200
