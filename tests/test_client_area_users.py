@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from flask import current_app, url_for
 from sqlalchemy import func, select
-from conftest import PASSWORD, make_user
+from conftest import PASSWORD, csrf_token, make_user
 from test_client_area_profile import link_login
 
 from puqpanel.models import ActivityLog, ClientUser, EmailOutbox, User, UserSecurity
@@ -89,6 +89,24 @@ def test_invite_a_new_email_creates_a_client_login_links_it_and_mails_it(app, db
                     if "AccountPublicView.forgot" in current_app.view_functions else "http://localhost/login/")
     assert expected in message.body and "Schmidt GmbH" in message.body
     assert "client_user.invite" in actions(db, client)
+
+
+def test_invitation_links_use_the_configured_address_never_the_request_host(app, db, owner, new_client,
+                                                                           make_browser, monkeypatch):
+    new_client()  # owner2@example.com
+    monkeypatch.setitem(app.config, "PUQPANEL_PUBLIC_URL", "https://panel.example.com")
+    forged, evil = make_browser().client, "http://evil.example"  # every request with a forged Host
+    page = forged.get("/login/", base_url=evil)
+    forged.post("/login/", base_url=evil, data={"username": "owner1@example.com", "password": PASSWORD,
+                                                "csrf_token": csrf_token(page.text)})
+    for email in ("fresh@example.com", "owner2@example.com"):
+        page = forged.get(USERS, base_url=evil)
+        resp = forged.post(INVITE, base_url=evil, data={"email": email, "csrf_token": csrf_token(page.text)})
+        assert resp.status_code == 302
+    mails = outbox(db)
+    assert len(mails) == 2
+    for mail in mails:
+        assert "evil.example" not in mail.body and "https://panel.example.com/" in mail.body, mail.body
 
 
 def test_invite_an_existing_client_login_links_it_and_tells_it(db, owner, new_client):

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash
 
-from conftest import PASSWORD, make_user
+from conftest import PASSWORD, csrf_token, make_user
 from puqpanel.billing import clock
 from puqpanel.models import ActivityLog, AuthThrottle, EmailOutbox, LoginSession, User
 
@@ -99,6 +99,20 @@ def test_unknown_address_gets_the_same_answer(db, owner, make_browser):
     assert known.status_code == unknown.status_code == invalid.status_code == 200
     assert body(known) == body(unknown) == body(invalid)
     assert [m.to_address for m in outbox(db)] == [email]
+
+
+def test_the_link_uses_the_configured_address_never_the_request_host(app, db, owner, make_browser, monkeypatch):
+    """A forged Host header must not put an attacker's host into the mailed link (the token would go there)."""
+    email, _client = owner
+    monkeypatch.setitem(app.config, "PUQPANEL_PUBLIC_URL", "https://panel.example.com/")
+    public = make_browser().client
+    page = public.get("/account/forgot", base_url="http://evil.example")
+    resp = public.post("/account/forgot", base_url="http://evil.example",
+                       data={"email": email, "csrf_token": csrf_token(page.text)})
+    assert resp.status_code == 200
+    [mail] = outbox(db)
+    assert "evil.example" not in mail.body
+    assert re.search(r"https://panel\.example\.com/account/reset/[A-Za-z0-9_.\-]+", mail.body), mail.body
 
 
 def test_staff_may_reset_inactive_logins_get_no_mail(db, staff, make_browser):

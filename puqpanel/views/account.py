@@ -16,7 +16,9 @@ from functools import wraps
 
 import qrcode
 import qrcode.image.svg
-from flask import abort, flash, g, redirect, request, session, url_for
+from urllib.parse import urlsplit, urlunsplit
+
+from flask import abort, current_app, flash, g, redirect, request, session, url_for
 from flask_appbuilder import BaseView, expose
 from flask_appbuilder.security.decorators import has_access
 from flask_babel import format_datetime, gettext as _, lazy_gettext as _l
@@ -35,6 +37,18 @@ TEMPLATES = "puqpanel/account"
 IMPERSONATOR_KEY = "puq_impersonator_id"
 USERS_PAGE_SIZE = 50
 ID = f"int(max={MAX_ID})"  # URL ids: a larger number is a 404, never a database error
+
+
+def public_url(endpoint: str, **values) -> str:
+    """An absolute URL for an e-mail (reset links, invitations). With PUQPANEL_PUBLIC_URL set (e.g.
+    "https://panel.example.com"), its scheme and host — never the request's Host header, which a client
+    chooses (a forged Host would mail the reset token to the attacker's site). Without it: the request's own
+    address (set PUQPANEL_PUBLIC_URL, or Flask's TRUSTED_HOSTS, in production)."""
+    base = str(current_app.config.get("PUQPANEL_PUBLIC_URL") or "").strip()
+    if not base:
+        return url_for(endpoint, _external=True, **values)
+    parts = urlsplit(base)
+    return urlunsplit((parts.scheme, parts.netloc, url_for(endpoint, **values), "", ""))
 
 
 def impersonating() -> bool:
@@ -309,7 +323,7 @@ class AccountPublicView(BaseView):
             return self._forgot_page()
         outcome = account.request_reset(
             request.form.get("email", ""), request.remote_addr or "",
-            lambda token: url_for("AccountPublicView.reset", token=token, _external=True))
+            lambda token: public_url("AccountPublicView.reset", token=token))
         # The same page whether or not the address is known (and for throttled requests, with 429).
         return self._forgot_page(sent=True), 429 if outcome.throttled else 200
 

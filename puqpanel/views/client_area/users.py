@@ -14,6 +14,7 @@ from ...domain import client_self_service as self_service
 from ...domain.client_users import PERMISSION_LABELS
 from ...domain.validation import MAX_ID
 from ...models import CLIENT_PERMISSIONS
+from ..account import public_url
 from . import ClientAreaView, client_page, expose
 
 ID = f"int(max={MAX_ID})"
@@ -23,13 +24,13 @@ FORGOT_ENDPOINT = "AccountPublicView.forgot"
 def _set_password_url() -> str:
     """Where an invited new login chooses its password: the password-reset page, else the login page."""
     if FORGOT_ENDPOINT in current_app.view_functions:
-        return url_for(FORGOT_ENDPOINT, _external=True)
+        return public_url(FORGOT_ENDPOINT)
     return _login_url()
 
 
 def _login_url() -> str:
     sm = current_app.appbuilder.sm
-    return url_for(f"{sm.auth_view.endpoint}.login", _external=True)
+    return public_url(f"{sm.auth_view.endpoint}.login")
 
 
 class ClientAreaUsersView(ClientAreaView):
