@@ -103,6 +103,8 @@ def build_config(instance_path: str) -> dict:
         # Billing engine: services per chunk task; minutes after which a "running" run counts as lost.
         "PUQPANEL_BILLING_CHUNK_SIZE": int(os.environ.get("PUQPANEL_BILLING_CHUNK_SIZE") or 5000),
         "PUQPANEL_RUN_STALE_MINUTES": 60,
+        # Staff "Login as Client": an impersonation ends itself after this many minutes.
+        "PUQPANEL_IMPERSONATION_MINUTES": int(os.environ.get("PUQPANEL_IMPERSONATION_MINUTES") or 60),
         # Client directory
         "PUQPANEL_PAGE_SIZES": (25, 50, 100, 250),
         "PUQPANEL_DEFAULT_PAGE_SIZE": 25,
