@@ -195,7 +195,7 @@ class _ClockSigner(TimestampSigner):
     """Timestamps from billing.clock, so the link's age follows the clock tests move."""
 
     def get_timestamp(self) -> int:
-        return mfa._epoch(clock.now())
+        return mfa.unix_time(clock.now())
 
 
 def _serializer() -> URLSafeTimedSerializer:

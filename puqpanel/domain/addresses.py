@@ -25,7 +25,10 @@ def get_address(client: Client, address_id: int) -> ClientAddress:
     return get_client_row(ClientAddress, client, address_id, _l("Address not found."))
 
 
-def _validate(data: Mapping[str, Any], existing: ClientAddress | None) -> dict[str, str]:
+def validate_address(data: Mapping[str, Any], existing: ClientAddress | None) -> dict[str, str]:
+    """The address fields (ADDRESS_FIELDS) of `data` checked and normalised for a new address (`existing`
+    None) or an edit of `existing` (the billing address keeps its type); DomainError with every field's
+    error. Also used by the client's own profile (domain.client_self_service)."""
     errors: dict[str, str] = {}
     values = {name: str(data.get(name) or "").strip() for name in ADDRESS_FIELDS}
 
@@ -68,7 +71,7 @@ def _log(client: Client, address: ClientAddress, action: str, changes: dict, don
 
 def create_address(client: Client, data: Mapping[str, Any]) -> ClientAddress:
     """Add a shipping or service address. Raises DomainError (nothing written) on bad input."""
-    values = _validate(data, None)
+    values = validate_address(data, None)
     with transaction() as session:
         address = ClientAddress(client_id=client.id, **values)
         session.add(address)
@@ -80,7 +83,7 @@ def create_address(client: Client, data: Mapping[str, Any]) -> ClientAddress:
 def update_address(client: Client, address_id: int, data: Mapping[str, Any]) -> dict[str, list]:
     """Edit an address of this client; the billing address keeps its type. Returns the logged diff."""
     address = get_address(client, address_id)
-    values = _validate(data, address)
+    values = validate_address(data, address)
     before = activity.snapshot(address, ADDRESS_FIELDS)
     changes = activity.diff(before, {**before, **values})
     country_moved = address.type == "billing" and "country" in changes

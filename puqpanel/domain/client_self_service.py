@@ -40,7 +40,7 @@ from ..models import (
 from . import DomainError, activity, collect
 from . import client_users as shared_users
 from . import custom_fields as cf
-from .addresses import _validate as validate_address  # the staff address rules, used as they are
+from .addresses import validate_address  # the staff address rules, used as they are
 from .client_area import ClientLink, require
 from .clients import ADDRESS_FIELDS, LOGIN_COLUMNS, check_language, check_tax_id_unique, create_login, find_login
 from .session import get_session, transaction
@@ -302,17 +302,17 @@ def invite_user(link: ClientLink, email: str, permissions: Iterable[str], *, set
     if errors:
         raise DomainError(errors)
     user = find_login(address)
-    if user is not None and shared_users._already_linked(client, user):
+    if user is not None and shared_users.is_linked(client, user):
         raise DomainError({"email": str(ALREADY_LINKED)})
     try:
         with transaction():
             if user is None:
                 user, _password = create_login(address, names["firstname"], names["lastname"])
-                shared_users._link(client, user, keys, "client_user.invite", f"Login {address} created and invited")
+                shared_users.add_link(client, user, keys, "client_user.invite", f"Login {address} created and invited")
                 subject, body = _invite_new_body(client, address, set_password_url)
                 mail.queue_email(address, subject, body, kind="user_invite", client_id=client.id)
             elif _is_client_login(user):
-                shared_users._link(client, user, keys, "client_user.link", f"Login {user.email} invited and linked")
+                shared_users.add_link(client, user, keys, "client_user.link", f"Login {user.email} invited and linked")
                 subject, body = _invite_existing_body(client, user.email, login_url)
                 mail.queue_email(user.email, subject, body, kind="user_invite", client_id=client.id)
             # else: a staff login is never linked to a client, and the answer does not say so.

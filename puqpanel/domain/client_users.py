@@ -65,7 +65,9 @@ def _log(client: Client, link: ClientUser, action: str, changes: dict, descripti
     )
 
 
-def _link(client: Client, user: User, permissions: list[str], action: str, description: str) -> ClientUser:
+def add_link(client: Client, user: User, permissions: list[str], action: str, description: str) -> ClientUser:
+    """Link the login to the client (not as owner) with these keys, logged as `action`; in the caller's
+    transaction (flushed, not committed). Staff linking and the client's own invitations use it."""
     session = get_session()
     link = ClientUser(client_id=client.id, user_id=user.id, is_owner=False, permissions=permissions)
     session.add(link)
@@ -87,7 +89,8 @@ def linkable(user: User) -> bool:
     return foreign is None
 
 
-def _already_linked(client: Client, user: User) -> bool:
+def is_linked(client: Client, user: User) -> bool:
+    """Whether the login is linked to the client already."""
     return get_session().scalar(
         select(ClientUser.id).where(ClientUser.client_id == client.id, ClientUser.user_id == user.id)
     ) is not None
@@ -105,14 +108,14 @@ def associate_existing(client: Client, email: str, permissions: Iterable[str]) -
         user = find_login(email)
         if user is None or not linkable(user):
             errors["email"] = str(NOT_LINKABLE)
-        elif _already_linked(client, user):
+        elif is_linked(client, user):
             errors["email"] = str(_l("This login is already linked to the client."))
     perms = collect(errors, check_permissions, permissions)
     if errors:
         raise DomainError(errors)
     try:
         with transaction():
-            link = _link(client, user, perms, "client_user.link", f"Login {user.email} linked")
+            link = add_link(client, user, perms, "client_user.link", f"Login {user.email} linked")
     except IntegrityError:  # linked concurrently
         raise DomainError({"email": str(_l("This login is already linked to the client."))})
     return link
@@ -141,7 +144,7 @@ def create_and_associate(
     try:
         with transaction():
             user, password = create_login(email, firstname, lastname, password)
-            link = _link(client, user, perms, "client_user.create", f"Login {email} created and linked")
+            link = add_link(client, user, perms, "client_user.create", f"Login {email} created and linked")
     except IntegrityError:  # the same email registered concurrently
         raise DomainError({"email": str(NOT_LINKABLE)})
     except DomainError as exc:

@@ -178,7 +178,8 @@ def _use_email_code(user_id: int, code: str, purposes: tuple[str, ...], exclude_
 
 # -- TOTP ------------------------------------------------------------------------------------------------------
 
-def _epoch(now: dt.datetime) -> int:
+def unix_time(now: dt.datetime) -> int:
+    """Seconds since the epoch of a naive UTC time (billing.clock), for TOTP steps and signed timestamps."""
     return int(now.replace(tzinfo=dt.timezone.utc).timestamp())
 
 
@@ -186,7 +187,7 @@ def _totp_step(secret: str, code: str, now: dt.datetime, last_used_step: int | N
     """The time step (current ± TOTP_VALID_WINDOW) whose code `code` is and that is later than the last
     accepted step, else None."""
     totp = pyotp.TOTP(secret, interval=TOTP_INTERVAL)
-    current = _epoch(now) // TOTP_INTERVAL
+    current = unix_time(now) // TOTP_INTERVAL
     for step in range(current - TOTP_VALID_WINDOW, current + TOTP_VALID_WINDOW + 1):
         if last_used_step is not None and step <= last_used_step:
             continue
