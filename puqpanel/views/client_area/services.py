@@ -19,6 +19,7 @@ from ...billing.charging import is_hourly_billed
 from ...domain import DomainError, NotFound
 from ...domain.directory import parse_page
 from ...domain.validation import MAX_ID
+from ..services import PROVISION_LABELS, SERVICE_STATUS_CLASSES, SERVICE_STATUS_LABELS
 from . import ClientAreaView, client_page, expose
 
 PAGE_SIZE = 25
@@ -34,31 +35,6 @@ STATUS_FILTERS = (
     ("cancelled", _l("Cancelled")),
     ("termination_requested", _l("Termination requested")),
 )
-STATUS_LABELS = {
-    "pending": _l("Pending"),
-    "active": _l("Active"),
-    "suspended": _l("Suspended"),
-    "terminated": _l("Terminated"),
-    "cancelled": _l("Cancelled"),
-    "fraud": _l("Fraud"),
-}
-STATUS_CLASSES = {
-    "pending": "label-info",
-    "active": "label-success",
-    "suspended": "label-warning",
-    "terminated": "label-default",
-    "cancelled": "label-default",
-    "fraud": "label-danger",
-}
-PROVISION_LABELS = {
-    "pending": _l("Pending"),
-    "deploying": _l("Deploying"),
-    "completed": _l("Completed"),
-    "error": _l("Error"),
-    "suspended": _l("Suspended"),
-    "terminated": _l("Terminated"),
-    "cancelled": _l("Cancelled"),
-}
 # (sort key, column label) of the sortable columns.
 SORT_COLUMNS = (
     ("id", _l("#")),
@@ -84,8 +60,8 @@ def _helpers() -> dict:
         "fmt_date": _date,
         "period_label": catalog.period_label,
         "hourly_billed": lambda s: s.price is not None and s.product is not None and is_hourly_billed(s),
-        "status_labels": STATUS_LABELS,
-        "status_classes": STATUS_CLASSES,
+        "status_labels": SERVICE_STATUS_LABELS,  # the staff tab's words and colours
+        "status_classes": SERVICE_STATUS_CLASSES,
         "provision_labels": PROVISION_LABELS,
         "reason_max": service_domain.TERMINATION_REASON_MAX,
         "label_max": service_domain.CLIENT_LABEL_MAX,
