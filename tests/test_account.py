@@ -403,6 +403,19 @@ def test_every_post_is_refused_while_impersonating(db, owner, staff):
     assert db.scalar(select(func.count()).select_from(EmailOutbox)) == 0
 
 
+def test_an_impersonator_never_sees_a_pending_authenticator_key(db, owner, staff):
+    """The key of an authenticator the client started adding (and may confirm later) is the client's secret:
+    a staff user signed in as the client must not read it off the Verification Center."""
+    browser, email, _client = owner
+    browser.post_form("/account/security/totp", {"name": "Phone"}, form_url="/account/security")
+    secret = mfa.pending_totp(login_user(db, email).id).secret
+    assert secret in browser.get("/account/security").text
+    impersonate(db, browser, staff["support"].id)
+    page = browser.get("/account/security")
+    assert page.status_code == 200
+    assert secret not in page.text and 'id="totp-secret"' not in page.text and "otpauth" not in page.text
+
+
 def test_csrf_and_get_on_every_state_change(db, owner, staff, make_browser):
     browser, email, _client = owner
     method_id = _a_method(db, login_user(db, email).id)

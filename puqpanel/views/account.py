@@ -159,7 +159,9 @@ class AccountView(BaseView):
 
     def _render_security(self, errors: dict | None = None, status: int = 200, **context):
         user = g.user
-        pending = mfa.pending_totp(user.id)
+        # The key of a pending authenticator is the login's secret once confirmed: never shown to a staff
+        # user signed in as the client (who cannot confirm it anyway: every POST here is refused).
+        pending = None if impersonating() else mfa.pending_totp(user.id)
         totp = None
         if pending is not None:
             uri = mfa.provisioning_uri(pending, user.email)
