@@ -182,3 +182,38 @@ def test_staff_and_anonymous(app, db, staff, world, make_browser, browser):
     assert make_browser("admin").get(URL).status_code == 404
     assert browser.get(URL).status_code == 302
     assert make_browser("owner1@example.com").post(URL).status_code == 405
+
+
+def test_page_queries_do_not_grow_with_rows_authors_and_services(app, db, eur, owned_client, make_browser):
+    """No N+1: rows written by several client logins, staff users, impersonation and charges of several
+    services cost the same statements as a few rows."""
+    from sqlalchemy import event
+
+    client = owned_client()
+    owner_id = db.scalar(select(User.id).where(User.username == "owner1@example.com"))
+    browser = make_browser("owner1@example.com")
+
+    def statements() -> int:
+        seen = []
+        listener = lambda *a: seen.append(a[2])  # noqa: E731
+        event.listen(db.get_bind(), "before_cursor_execute", listener)
+        try:
+            assert browser.get(URL).status_code == 200
+        finally:
+            event.remove(db.get_bind(), "before_cursor_execute", listener)
+        return len(seen)
+
+    write(client, dt.datetime(2026, 2, 1, 9), "10", "first", author_id=owner_id)
+    started(client, make_price(db, eur, "monthly", "1"), dt.datetime(2026, 2, 2, 9))
+    few = statements()
+    for i in range(6):
+        helper, _pw = create_and_associate(client, f"helper{i}@example.com", "H", str(i), ["manage_invoices"],
+                                           PASSWORD)
+        staff = make_user(f"staff{i}", "Billing")
+        write(client, dt.datetime(2026, 2, 3 + i, 9), "5", f"own {i}", author_id=helper.user_id)
+        write(client, dt.datetime(2026, 2, 3 + i, 10), "-1", f"staff {i}", author_id=staff.id)
+        write(client, dt.datetime(2026, 2, 3 + i, 11), "2", f"as client {i}", author_id=helper.user_id,
+              impersonator_id=staff.id)
+        started(client, make_price(db, eur, "monthly", "1"), dt.datetime(2026, 2, 3 + i, 12),
+                client_label=f"box {i}")
+    assert statements() == few

@@ -323,3 +323,27 @@ def test_staff_cannot_use_the_client_users_routes(db, owner, make_browser, staff
         assert browser.get(USERS).status_code in (403, 404)
         assert browser.post(remove_url(target.id)).status_code in (403, 404)
     assert "helper@example.com" in links_of(db, client)
+
+
+def test_users_page_queries_do_not_grow_with_linked_logins(db, owner):
+    from sqlalchemy import event
+
+    client, browser = owner
+
+    def statements() -> int:
+        seen = []
+        listener = lambda *a: seen.append(a[2])  # noqa: E731
+        event.listen(db.get_bind(), "before_cursor_execute", listener)
+        try:
+            assert browser.get(USERS).status_code == 200
+        finally:
+            event.remove(db.get_bind(), "before_cursor_execute", listener)
+        return len(seen)
+
+    link_login(client, "first@example.com", ["manage_services"])
+    few = statements()
+    for i in range(6):
+        link = link_login(client, f"more{i}@example.com", ["manage_services", "manage_invoices"])
+        db.scalar(select(UserSecurity).where(UserSecurity.user_id == link.user_id)).two_factor_enabled = i % 2 == 0
+    db.commit()
+    assert statements() == few
