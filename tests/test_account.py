@@ -74,6 +74,7 @@ def test_my_account_saves_name_phone_language(db, owner):
     browser, email, client = owner
     page = browser.get("/account/")
     assert page.status_code == 200 and email in page.text
+    assert 'placeholder="+49 30 123456"' in page.text and "&#34;" not in page.text
     resp = browser.post_form("/account/save", form_url="/account/", data={"first_name": "Berta", "last_name": "Meier", "email": email,
                                                "phone": "+49 30 1234567", "language": "de"})
     assert resp.status_code == 302

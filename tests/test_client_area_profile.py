@@ -61,6 +61,9 @@ def test_profile_shows_the_clients_values(db, owner):
                  'value="Berlin"', '<option value="DE" selected', '<option value="DE-BE" selected'):
         assert text in page.text, text
     assert "saving them activates your account" in page.text  # the client is still new
+    # placeholders are attributes (they were escaped into the tag: placeholder=&#34;…&#34;)
+    assert 'placeholder="Leave empty if you are not a company"' in page.text
+    assert 'placeholder="+49 30 123456"' in page.text and "&#34;" not in page.text
     # The nav marks the page and the form posts to the save route with a CSRF token.
     assert 'action="/client/profile/save"' in page.text and 'name="csrf_token"' in page.text
 
