@@ -16,7 +16,10 @@ from babel.messages.pofile import read_po
 
 from puqpanel.paths import TRANSLATIONS_DIR
 
+from conftest import PASSWORD
 from test_invoicing import frozen, home  # noqa: F401  (fixtures of the billing page test)
+from test_login_2fa import T1, enable_totp, post_code, start_2fa_login
+from test_mfa import code_at
 
 LANGUAGES = ("en", "de", "fr", "pl", "uk")
 TRANSLATED = ("de", "fr", "pl", "uk")  # en is the source language
@@ -58,6 +61,13 @@ REQUIRED = [
     "Overdue: %(document)s %(number)s was due on %(date)s",
     "%(document)s %(number)s for %(amount)s was due on %(date)s and has not been paid yet.",
     "If you have paid already, please disregard this message.",
+    # client area, account security (2FA), the login's second step, Login as Client
+    "Dashboard", "Add Funds", "Company Profile", "Recurring cost breakdown", "Recommended Add Funds",
+    "Request termination", "Termination requested.", "Invite a user",
+    "My Account", "Change Password", "Verification Center", "Two-Factor Authentication", "Two-factor authentication",
+    "Your recovery codes", "Verification code", "Enter the 6-digit code from your authenticator app.",
+    "You can also use one of your recovery codes.", "Forgot your password?", "Invalid code. Please try again.",
+    "Login as Client", "Login as Owner", "Return to admin", "You are signed in as %(name)s (%(email)s)",
 ]
 
 # Words spelled the same in some of the languages (German "Status" and "Tags", French "Clients", "Notes",
@@ -252,3 +262,46 @@ def test_automation_page_is_translated(compiled, browser, staff, db):
         assert german in page, german
     for english in ("Charge services", "Billing cycle", "Last run", "Succeeded", "Periods charged", "Run now"):
         assert english not in page, english
+
+
+def test_client_area_dashboard_is_translated(compiled, make_browser, new_client):
+    """A client owner's dashboard (navigation, header, cost breakdown, recommended add funds) reads in German."""
+    new_client(password=PASSWORD)
+    owner = make_browser("owner1@example.com")
+    assert owner.get("/lang/de").status_code == 302
+    resp = owner.get("/client/dashboard")
+    assert resp.status_code == 200
+    page = _visible(resp.text)
+    for german in ("Übersicht", "Dienste", "Rechnungen", "Transaktionen", "Guthaben aufladen", "Firmenprofil",
+                   "Guthaben", "Kreditlimit", "Aufschlüsselung der laufenden Kosten", "Empfohlene Aufladung",
+                   "Guthaben in den letzten 30 Tagen"):
+        assert german in page, german
+    for english in ("Dashboard", "Add Funds", "Company Profile", "Credit limit", "Recurring cost breakdown"):
+        assert english not in page, english
+
+
+def test_login_second_step_and_account_security_are_translated(compiled, db, browser, new_client):
+    """The language chosen before signing in stays through the 2FA step; the account's 2FA page is German too."""
+    from puqpanel.billing import clock
+    from puqpanel.domain.clients import find_login
+
+    client = new_client(password=PASSWORD)
+    owner = find_login(client.users[0].user.email)
+    secret = enable_totp(db, owner)
+    assert browser.get("/lang/de").status_code == 302
+    assert "Passwort vergessen?" in _visible(browser.get("/login/").text)
+    with clock.frozen_at(T1):
+        start_2fa_login(browser, owner.username)
+        step = _visible(browser.get("/login/2fa").text)
+        for german in ("Zwei-Faktor-Authentifizierung", "6-stelligen Code aus Ihrer Authenticator-App",
+                       "Wiederherstellungscodes", "Bestätigungscode", "Bestätigen", "Von vorn beginnen"):
+            assert german in step, german
+        assert "authenticator app" not in step and "Verification code" not in step
+        assert post_code(browser, code_at(secret, T1)).status_code == 302
+        resp = browser.get("/account/security/2fa")
+    assert resp.status_code == 200
+    account = _visible(resp.text)
+    for german in ("Mein Konto", "Passwort ändern", "Verifizierungscenter", "Unbenutzte Wiederherstellungscodes",
+                   "Zwei-Faktor-Authentifizierung deaktivieren", "Neue Wiederherstellungscodes erstellen"):
+        assert german in account, german
+    assert "Turn off two-factor authentication" not in account and "My Account" not in account
