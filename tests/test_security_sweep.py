@@ -625,6 +625,34 @@ def test_a_login_stopped_at_the_second_step_reaches_no_page_of_the_map(app, db, 
     assert db.scalar(select(func.count()).select_from(LoginSession)) == 0
 
 
+# -- the JSON API with a client login's tokens ----------------------------------------------------------------------
+
+def test_a_client_logins_api_tokens_open_no_api_route_of_the_map(app, db, world):
+    api = app.test_client()
+    tokens = api_login(api, world.a.owner.username, refresh=True).json
+    access = {"Authorization": f"Bearer {tokens['access_token']}"}
+    refresh = {"Authorization": f"Bearer {tokens['refresh_token']}"}
+    before = snapshot(db)
+    failures = []
+    routes = [r for r in staff_routes(app) if r.rule.startswith("/api/")]
+    assert len(routes) >= 30
+    for route in routes:
+        for side in (world.a, world.b):
+            url = route.url(own_values(side))
+            for method in sorted(route.methods):
+                body = {"name": "sweep", "username": "sweep", "email": "sweep@example.com", "roles": [1],
+                        "permissions": [1], "first_name": "S", "last_name": "S", "password": "Sweep-pass9!"}
+                resp = api.open(url, method=method, json=body, headers=access)
+                if resp.status_code != 403:
+                    failures.append((method, url, resp.status_code))
+                # a refresh token is no access token
+                resp = api.open(url, method=method, json=body, headers=refresh)
+                if resp.status_code not in (401, 422):
+                    failures.append(("refresh token", method, url, resp.status_code))
+    assert failures == [], "\n".join(map(str, failures))
+    assert changed(before, snapshot(db)) == []
+
+
 # -- the 6th wrong password ------------------------------------------------------------------------------------------
 
 def test_sixth_wrong_password_gives_the_same_page_for_known_and_unknown_names(db, world, staff, make_browser):
