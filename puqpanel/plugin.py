@@ -43,6 +43,7 @@ class PuqPanel:
 
         register_template_helpers(app)
         app.before_request(refuse_nul_bytes)
+        app.before_request(refuse_unknown_actions)
         from .views.auth import session_guard
 
         # A signed-in cookie must name a live server-side session; impersonations end after their time.
@@ -66,16 +67,46 @@ class PuqPanel:
             app.config["BABEL_TRANSLATION_DIRECTORIES"] = f"{dirs};{TRANSLATIONS_DIR}" if dirs else TRANSLATIONS_DIR
 
 
+def _json_strings(value):
+    """Every string (keys included) inside a parsed JSON document."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _json_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _json_strings(item)
+
+
 def refuse_nul_bytes():
-    """400 for a NUL byte anywhere in the query or form: no database stores it in text (PostgreSQL errors)."""
+    """400 for a NUL byte anywhere in the query, form or JSON body: no database stores it in text (PostgreSQL
+    errors)."""
     # every value of a repeated key (MultiDict.values() gives only the first: description=ok&description=…)
     values = [request.path, *(v for _key, vs in request.args.lists() for v in vs)]
-    if request.method in ("POST", "PUT", "PATCH") and request.mimetype in (
-        "application/x-www-form-urlencoded", "multipart/form-data"
-    ):
-        values.extend(v for _key, vs in request.form.lists() for v in vs)
+    if request.method in ("POST", "PUT", "PATCH"):
+        if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            values.extend(v for _key, vs in request.form.lists() for v in vs)
+        elif request.is_json:
+            values.extend(_json_strings(request.get_json(silent=True)))
     if any("\x00" in value for value in values):
         abort(400)
+
+
+def refuse_unknown_actions():
+    """404 for a FAB model-view action that does not exist: FAB 5.3 looks the name up before any permission
+    check and answers an unknown one with a 500 (`/users/action/<name>/<pk>`, `action_post`)."""
+    endpoint = request.endpoint or ""
+    if not endpoint.endswith((".action", ".action_post")):
+        return
+    view = getattr(current_app.view_functions.get(endpoint), "__self__", None)
+    actions = getattr(view, "actions", None)
+    if actions is None:
+        return
+    name = (request.view_args or {}).get("name") if endpoint.endswith(".action") else request.form.get("action")
+    if name not in actions:
+        abort(404)
 
 
 @event.listens_for(Engine, "connect")
