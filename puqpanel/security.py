@@ -71,6 +71,7 @@ CLIENT_ROLE = "Client"
 # skip the current password and the password policy; puqpanel's Account pages replace them.
 _SELF_SERVICE = [("can_access", ACCOUNT), ("menu_access", "My Account")]
 _CLIENT_MENUS = [("menu_access", "Clients"), ("menu_access", "Manage Clients")]
+CLIENT_AREA_MENU = ("menu_access", "Client Area")  # client logins' menu entry; staff have no client area
 _AUTOMATION_MENU = ("menu_access", "Automation Status")
 
 
@@ -107,7 +108,7 @@ ROLE_DEFINITIONS: dict[str, list[tuple[str, str]]] = {
     + _perms(BILLING, ("can_show", "can_manage_services", "can_manage_invoices", "can_record_payment"))
     + _perms(CLIENT_GROUPS, ("can_list", "can_show"))
     + _perms(TAGS, ("can_list", "can_show")),
-    CLIENT_ROLE: _SELF_SERVICE + [("can_access", CLIENT_AREA)],
+    CLIENT_ROLE: _SELF_SERVICE + [("can_access", CLIENT_AREA), CLIENT_AREA_MENU],
 }
 
 
@@ -130,7 +131,10 @@ def sync_roles() -> list[str]:
         role.permissions = pvs
         synced.append(role_name)
     admin = sm.find_role(ADMIN_ROLE) or sm.add_role(ADMIN_ROLE)
-    admin.permissions = list(session.scalars(select(sm.permissionview_model)))
+    admin.permissions = [  # everything but the client logins' menu entry (it would lead Admin to a 404)
+        pv for pv in session.scalars(select(sm.permissionview_model))
+        if (pv.permission.name, pv.view_menu.name) != CLIENT_AREA_MENU
+    ]
     sm.find_role(current_app.config.get("AUTH_ROLE_PUBLIC", "Public")) or sm.add_role("Public")
     session.commit()
     return synced

@@ -45,3 +45,12 @@ def test_session_csrf_token_is_accepted_so_403s_are_real(app, db, staff, make_br
     assert db.query(ClientNote).filter_by(client_id=client.id).count() == 1
     assert support.post(f"/clients/{client.id}/profile/save", {"firstname": "X"}).status_code == 403
     assert make_browser("support").client.post(f"/clients/{client.id}/notes/add", data={"body": "x"}).status_code == 400
+
+
+def test_client_area_menu_entry_for_client_logins_only(app, db, staff, new_client, make_browser):
+    new_client()
+    owner = make_browser("owner1@example.com")
+    page = owner.get("/account/").text
+    assert 'href="/client/dashboard"' in page and "Client Area" in page and "My Account" in page
+    admin_page = make_browser("admin").get("/account/").text
+    assert "Client Area" not in admin_page and "My Account" in admin_page

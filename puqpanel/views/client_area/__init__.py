@@ -106,3 +106,4 @@ def register(appbuilder) -> None:
     )
     for module in (switch, dashboard, services, invoices, transactions, add_funds, profile, users):
         module.register(appbuilder)
+    appbuilder.add_link("Client Area", href="ClientDashboardView.dashboard", label=_l("Client Area"), icon="fa-home")
