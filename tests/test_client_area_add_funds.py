@@ -73,8 +73,8 @@ def test_page_shows_recommendation_limits_and_the_prefilled_quote(app, db, mine,
     resp = owner.get(PAGE)
     assert resp.status_code == 200
     html = resp.text
-    # nothing due: the recommendation is the minimum, prefilled
-    assert "puq-recommended" in html and money("10") in html
+    # nothing due: no recommendation banner (nothing is needed); the minimum is prefilled
+    assert "puq-recommended" not in html and money("10") in html
     assert 'id="puq-add-funds-amount" name="amount" value="10.00"' in html
     assert f"Min {money('10')}, max {money('10000')}" in html and money("100000") in html
     assert "EUR" in figure(html, "puq-add-funds-currency")
@@ -95,13 +95,15 @@ def test_recommendation_covers_a_negative_balance(app, db, mine, owner):
     assert 'name="amount" value="57.25"' in html
     assert figure(html, "puq-q-after") == money("0")
     assert figure(html, "puq-q-total") == money("70.42")  # 57.25 + 13.17 VAT (half-up)
+    other = owner.get(f"{PAGE}?amount=100").text
+    assert "puq-use-recommended" in other  # another amount typed: the recommendation is offered as a link
 
 
 def test_amount_in_the_address_prefills_the_form(app, db, mine, owner):
     html = owner.get(f"{PAGE}?amount=100").text
     assert 'name="amount" value="100"' in html
     assert figure(html, "puq-q-total") == money("123")
-    assert "puq-use-recommended" in html  # the recommendation differs: offered as a link
+    assert "puq-use-recommended" not in html  # nothing is due: no recommendation to offer
     bad = owner.get(f"{PAGE}?amount=abc")
     assert bad.status_code == 200 and "Enter an amount such as 12.50." in bad.text
     assert figure(bad.text, "puq-q-total") == "—"

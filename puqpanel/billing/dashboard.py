@@ -139,15 +139,21 @@ def recommended_add_funds(client_id: int, now: dt.datetime | None = None) -> Dec
     return Decimal(total).quantize(money.INVOICE_PLACES, rounding=ROUND_CEILING)
 
 
+def add_funds_needed(client: Client, now: dt.datetime | None = None) -> Decimal:
+    """recommended_add_funds + any negative balance (as a positive amount), rounded up to the cent, before the
+    add-funds limits: 0.00 when nothing is due and the balance is not negative."""
+    wanted = recommended_add_funds(client.id, now)
+    if client.balance < 0:
+        wanted += -client.balance
+    return wanted.quantize(money.INVOICE_PLACES, rounding=ROUND_CEILING)
+
+
 def add_funds_suggestion(client: Client, now: dt.datetime | None = None) -> Decimal:
     """The amount the Add Funds page proposes: recommended_add_funds + any negative balance (as a positive
     amount), clamped into the client's add-funds limits (billing.invoicing.add_funds_limits: min … max, where
     max already accounts for the maximum balance). When nothing is due the suggestion is the minimum. When no
     top-up is possible (max < min: the balance is at its maximum) the suggestion is 0.00."""
-    wanted = recommended_add_funds(client.id, now)
-    if client.balance < 0:
-        wanted += -client.balance
-    wanted = wanted.quantize(money.INVOICE_PLACES, rounding=ROUND_CEILING)
+    wanted = add_funds_needed(client, now)
     limits = add_funds_limits(client)
     if limits.max < limits.min:
         return Decimal("0.00")

@@ -14,7 +14,7 @@ from flask import flash, jsonify, redirect, request, url_for
 from flask_babel import gettext as _
 
 from ...billing import invoicing
-from ...billing.dashboard import add_funds_suggestion
+from ...billing.dashboard import add_funds_needed, add_funds_suggestion
 from ...domain import DomainError
 from ..formatting import money
 from . import ClientAreaView, client_page, expose
@@ -72,6 +72,7 @@ class ClientAddFundsView(ClientAreaView):
             self.render_area(
                 "add_funds.html", link, "add_funds",
                 amount=amount, error=error, quote=quote, limits=limits, suggestion=add_funds_suggestion(client),
+                needed=add_funds_needed(client),
                 plain=_plain, rate_text=_rate,
             ),
             status,
