@@ -81,8 +81,6 @@ def build_config(instance_path: str) -> dict:
         "PUQPANEL_BROKER_URL": broker_url,
         # Number of reverse proxies in front of the app whose X-Forwarded-* headers are trusted.
         "PUQPANEL_TRUSTED_PROXIES": int(os.environ.get("PUQPANEL_TRUSTED_PROXIES") or 0),
-        # Scheme and host of the links in e-mails (password reset, invitations), e.g. https://panel.example.com.
-        "PUQPANEL_PUBLIC_URL": os.environ.get("PUQPANEL_PUBLIC_URL") or "",
         "CELERY": {
             "broker_url": broker_url or "memory://",
             # Redis serves as result backend too, unless PUQPANEL_RESULT_BACKEND names another.

@@ -31,7 +31,7 @@ def outbox(db) -> list[EmailOutbox]:
 def reset_link(db) -> str:
     mail = outbox(db)[-1]
     assert mail.kind == "password_reset"
-    match = re.search(r"http://localhost(/account/reset/[A-Za-z0-9_.\-]+)", mail.body)
+    match = re.search(r"http://localhost:8080(/account/reset/[A-Za-z0-9_.\-]+)", mail.body)  # PUQPANEL_PUBLIC_URL
     assert match, mail.body
     return match.group(1)
 

@@ -16,9 +16,7 @@ from functools import wraps
 
 import qrcode
 import qrcode.image.svg
-from urllib.parse import urlsplit, urlunsplit
-
-from flask import abort, current_app, flash, g, redirect, request, session, url_for
+from flask import abort, flash, g, has_request_context, redirect, request, session, url_for
 from flask_appbuilder import BaseView, expose
 from flask_appbuilder.security.decorators import has_access
 from flask_babel import format_datetime, gettext as _, lazy_gettext as _l
@@ -26,6 +24,7 @@ from flask_login import user_logged_in
 from markupsafe import Markup
 from sqlalchemy import select
 
+from ..billing.settings import setting
 from ..domain import DomainError, NotFound
 from ..domain import account, mfa
 from ..domain.session import get_session
@@ -40,15 +39,15 @@ ID = f"int(max={MAX_ID})"  # URL ids: a larger number is a 404, never a database
 
 
 def public_url(endpoint: str, **values) -> str:
-    """An absolute URL for an e-mail (reset links, invitations). With PUQPANEL_PUBLIC_URL set (e.g.
-    "https://panel.example.com"), its scheme and host — never the request's Host header, which a client
-    chooses (a forged Host would mail the reset token to the attacker's site). Without it: the request's own
-    address (set PUQPANEL_PUBLIC_URL, or Flask's TRUSTED_HOSTS, in production)."""
-    base = str(current_app.config.get("PUQPANEL_PUBLIC_URL") or "").strip()
-    if not base:
-        return url_for(endpoint, _external=True, **values)
-    parts = urlsplit(base)
-    return urlunsplit((parts.scheme, parts.netloc, url_for(endpoint, **values), "", ""))
+    """An absolute URL for an e-mail (reset links, invitations): the panel's address PUQPANEL_PUBLIC_URL
+    (billing.settings, as the reminders use it) and the endpoint's path below it — never the request's Host
+    header, which the client chooses (a forged Host would mail the reset token to another site)."""
+    base = str(setting("PUQPANEL_PUBLIC_URL") or "").rstrip("/")
+    path = url_for(endpoint, **values)
+    root = request.script_root if has_request_context() else ""
+    if root and path.startswith(root + "/"):
+        path = path[len(root):]
+    return base + path
 
 
 def impersonating() -> bool:
