@@ -79,6 +79,8 @@ puqpanel demo --clients "${DEMO_CLIENTS:-200}"
 # --- Serve -----------------------------------------------------------------------------------------
 host="${HOST:-127.0.0.1}"
 port="${PORT:-5000}"
+# Links in e-mails (password reset, invitations, reminders) point at this server unless set otherwise.
+export PUQPANEL_PUBLIC_URL="${PUQPANEL_PUBLIC_URL:-http://$host:$port}"
 cat <<EOF
 
 ============================================================
