@@ -452,3 +452,19 @@ def test_menu_leads_every_login_to_my_account(db, owner, staff, make_browser):
         assert "/account/users-2fa" not in page.text  # the staff reset menu entry is the Admin's
     assert "/account/users-2fa" in make_browser("admin").get("/account/forgot").text
     assert 'href="/account/"' not in make_browser().get("/account/forgot").text
+
+
+def test_my_account_lists_own_recent_sign_ins_not_impersonated_ones(app, db, staff, new_client, make_browser):
+    from puqpanel.models import LoginSession
+
+    client = new_client()
+    owner = make_browser("owner1@example.com")
+    admin = make_browser("admin")
+    admin.post(f"/impersonate/{client.id}/owner", {"reason": "check"})
+    page = owner.get("/account/").text
+    assert "Recent sign-ins" in page and "This session" in page
+    rows = db.query(LoginSession).filter_by(user_id=client.owner.id).all()
+    assert len(rows) == 2 and sum(1 for r in rows if r.impersonator_id) == 1
+    assert page.count("puq-sign-ins") == 1 and page.count("<tr>") - page.count("<thead><tr>") >= 1
+    listed = page.split("puq-sign-ins", 1)[1].split("</table>", 1)[0]
+    assert listed.count("127.0.0.1") == 1  # the owner's own session only, not the impersonated one

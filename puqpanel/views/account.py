@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from ..billing.settings import setting
 from ..domain import DomainError, NotFound
-from ..domain import account, mfa
+from ..domain import account, login_sessions, mfa
 from ..domain.session import get_session
 from ..domain.validation import MAX_ID, parse_id
 from ..models import UserSecurity
@@ -35,6 +35,7 @@ from ..security import ACCOUNT, USER_SECURITY, current_user_id
 TEMPLATES = "puqpanel/account"
 IMPERSONATOR_KEY = "puq_impersonator_id"
 USERS_PAGE_SIZE = 50
+SIGN_IN_HISTORY = 10  # recent sign-ins on My Account (the login's own; impersonated sessions are not listed)
 ID = f"int(max={MAX_ID})"  # URL ids: a larger number is a 404, never a database error
 
 
@@ -100,7 +101,9 @@ class AccountView(BaseView):
 
     def _render_account(self, form: dict, errors: dict | None = None):
         return self._render("account.html", "account", form=form, errors=errors or {},
-                            languages=account.languages(), is_client=account.is_client_login(g.user.id))
+                            languages=account.languages(), is_client=account.is_client_login(g.user.id),
+                            sign_ins=login_sessions.history(g.user.id, SIGN_IN_HISTORY),
+                            current_sid=session.get(login_sessions.SESSION_KEY))
 
     @expose("/")
     @has_access
