@@ -10,8 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash
 
-from conftest import PASSWORD, csrf_token, make_user
-from puqpanel.billing import clock
+from conftest import PASSWORD, make_user
 from puqpanel.domain import mfa
 from puqpanel.models import (ActivityLog, AuthThrottle, EmailOutbox, LoginSession, MfaMethod, MfaRecoveryCode,
                              User, UserSecurity)

@@ -16,7 +16,7 @@ from functools import wraps
 
 from flask import abort, current_app, g, session
 from flask_babel import lazy_gettext as _l
-from flask_appbuilder import BaseView, expose
+from flask_appbuilder import BaseView
 from flask_appbuilder.security.decorators import has_access
 
 from ...domain import NotFound

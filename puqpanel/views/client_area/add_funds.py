@@ -11,13 +11,14 @@ from __future__ import annotations
 from decimal import Decimal
 
 from flask import flash, jsonify, redirect, request, url_for
+from flask_appbuilder import expose
 from flask_babel import gettext as _
 
 from ...billing import invoicing
 from ...billing.dashboard import add_funds_needed, add_funds_suggestion
 from ...domain import DomainError
 from ..formatting import money
-from . import ClientAreaView, client_page, expose
+from . import ClientAreaView, client_page
 
 
 

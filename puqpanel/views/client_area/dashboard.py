@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from types import SimpleNamespace
 
+from flask_appbuilder import expose
 from flask_babel import format_date
 
 from ...billing import dashboard as numbers
 from ..formatting import money
-from . import ClientAreaView, client_page, expose
+from . import ClientAreaView, client_page
 
 CHART_DAYS = 30
 CHART_WIDTH = 600

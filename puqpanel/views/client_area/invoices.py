@@ -14,6 +14,7 @@ import re
 import secrets
 
 from flask import abort, flash, redirect, request, send_file, url_for
+from flask_appbuilder import expose
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
@@ -26,7 +27,7 @@ from ...domain.directory import parse_page
 from ...models import Invoice
 from ..client_record import ID
 from ..invoices import INVOICE_STATUS_CLASSES, _plain
-from . import ClientAreaView, client_page, expose
+from . import ClientAreaView, client_page
 
 log = logging.getLogger(__name__)
 

@@ -7,12 +7,13 @@ GET /regions/<XX>: the ISO 3166-2 regions of a country for the form's region sel
 from __future__ import annotations
 
 from flask import current_app, flash, jsonify, redirect, request, url_for
+from flask_appbuilder import expose
 from flask_babel import gettext as _
 
 from ...domain import DomainError
 from ...domain import client_self_service as self_service
 from ...domain.validation import check_country, countries, regions
-from . import ClientAreaView, client_page, expose
+from . import ClientAreaView, client_page
 
 
 def _regions_of(country: str) -> list[tuple[str, str]]:

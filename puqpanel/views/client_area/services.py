@@ -9,6 +9,7 @@ never shown.
 from __future__ import annotations
 
 from flask import abort, flash, redirect, request, url_for
+from flask_appbuilder import expose
 from flask_babel import format_date, format_datetime
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -20,7 +21,7 @@ from ...domain import DomainError, NotFound
 from ...domain.directory import parse_page
 from ...domain.validation import MAX_ID
 from ..services import PROVISION_LABELS, SERVICE_STATUS_CLASSES, SERVICE_STATUS_LABELS
-from . import ClientAreaView, client_page, expose
+from . import ClientAreaView, client_page
 
 PAGE_SIZE = 25
 ID = f"int(max={MAX_ID})"

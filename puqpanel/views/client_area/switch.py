@@ -4,12 +4,13 @@ from __future__ import annotations
 import re
 
 from flask import abort, redirect, request, session, url_for
+from flask_appbuilder import expose
 
 from ...domain import NotFound
 from ...domain import client_area as area
 from ...domain.validation import MAX_ID
 from ...security import current_user_id
-from . import SESSION_CLIENT, ClientAreaView, client_page, expose
+from . import SESSION_CLIENT, ClientAreaView, client_page
 
 
 class ClientSwitchView(ClientAreaView):

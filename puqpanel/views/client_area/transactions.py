@@ -9,6 +9,7 @@ the client's label or the product name, never the admin label.
 from __future__ import annotations
 
 from flask import current_app, request, url_for
+from flask_appbuilder import expose
 from flask_babel import format_datetime
 from sqlalchemy import select
 from werkzeug.routing import BuildError
@@ -20,7 +21,7 @@ from ...domain.directory import parse_page
 from ...domain.session import get_session
 from ...models import TRANSACTION_TYPES, UserSecurity
 from ..ledger import DOCUMENT_LABELS, TYPE_CLASSES, TYPE_LABELS
-from . import ClientAreaView, client_page, expose
+from . import ClientAreaView, client_page
 
 PAGE_SIZE = 50
 INVOICE_ENDPOINT = "ClientAreaInvoicesView.invoice"

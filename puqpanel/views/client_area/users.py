@@ -7,6 +7,7 @@ a 404, a refused change is the page again with its error (HTTP 400).
 from __future__ import annotations
 
 from flask import abort, current_app, flash, redirect, request, url_for
+from flask_appbuilder import expose
 from flask_babel import gettext as _
 
 from ...domain import DomainError, NotFound
@@ -15,7 +16,7 @@ from ...domain.client_users import PERMISSION_LABELS
 from ...domain.validation import MAX_ID
 from ...models import CLIENT_PERMISSIONS
 from ..account import public_url
-from . import ClientAreaView, client_page, expose
+from . import ClientAreaView, client_page
 
 ID = f"int(max={MAX_ID})"
 FORGOT_ENDPOINT = "AccountPublicView.forgot"
