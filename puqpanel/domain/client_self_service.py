@@ -42,9 +42,10 @@ from . import client_users as shared_users
 from . import custom_fields as cf
 from .addresses import validate_address  # the staff address rules, used as they are
 from .client_area import ClientLink, require
-from .clients import ADDRESS_FIELDS, LOGIN_COLUMNS, check_language, check_tax_id_unique, create_login, find_login
+from .clients import ADDRESS_FIELDS, LOGIN_COLUMNS, create_login, find_login
+from .profile import clean_contact  # phone, tax id, language: the staff profile's rules
 from .session import get_session, transaction
-from .validation import check_texts, normalize_email, normalize_phone, normalize_tax_id
+from .validation import check_texts, normalize_email
 
 # -- company profile ----------------------------------------------------------------------------------------
 
@@ -129,12 +130,7 @@ def _validate_profile(client: Client, billing: ClientAddress, fields: list[Custo
     # Phone and tax id are read in the country being saved (the old one while the new one is invalid).
     country = address.get("country") or billing.country
 
-    values["phone"] = collect(errors, normalize_phone, _text(data, "phone"), country) or ""
-    tax_id = collect(errors, normalize_tax_id, _text(data, "tax_id"), country) if _text(data, "tax_id") else None
-    if tax_id:
-        collect(errors, check_tax_id_unique, tax_id, client.id)
-    values["tax_id"] = tax_id
-    values["language"] = collect(errors, check_language, _text(data, "language"))
+    values.update(clean_contact(errors, data, client.id, country))
     custom = collect(errors, cf.clean_values, fields, data) or {}
     if errors:
         raise DomainError(errors)

@@ -40,6 +40,17 @@ def _text(data: Mapping[str, Any], name: str) -> str:
     return str(data.get(name) or "").strip()
 
 
+def clean_contact(errors: dict, data: Mapping[str, Any], client_id: int, country: str) -> dict[str, Any]:
+    """Phone (E.164, read in `country`), tax id (normalized in `country`, unique among clients other than
+    `client_id`; None when empty) and language of a profile form; each field's error goes into `errors`.
+    Shared by the staff profile (update_profile) and the client's own (client_self_service)."""
+    phone = collect(errors, normalize_phone, _text(data, "phone"), country) or ""
+    tax_id = collect(errors, normalize_tax_id, _text(data, "tax_id"), country) if _text(data, "tax_id") else None
+    if tax_id:
+        collect(errors, check_tax_id_unique, tax_id, client_id)
+    return {"phone": phone, "tax_id": tax_id, "language": collect(errors, check_language, _text(data, "language"))}
+
+
 def _optional_id(errors: dict, data: Mapping[str, Any], name: str) -> int | None:
     return collect(errors, parse_id, data.get(name), name)
 
@@ -117,13 +128,7 @@ def update_profile(client: Client, data: Mapping[str, Any]) -> dict[str, list]:
 
     billing = client.billing_address
     country = billing.country if billing is not None else ""
-    values["phone"] = collect(errors, normalize_phone, _text(data, "phone"), country) or ""
-    tax_id = collect(errors, normalize_tax_id, _text(data, "tax_id"), country) if _text(data, "tax_id") else None
-    if tax_id:
-        collect(errors, check_tax_id_unique, tax_id, client.id)
-    values["tax_id"] = tax_id
-
-    values["language"] = collect(errors, check_language, _text(data, "language"))
+    values.update(clean_contact(errors, data, client.id, country))
     values["status"] = collect(errors, check_status, _text(data, "status"))
 
     currency_id = _optional_id(errors, data, "currency_id")
