@@ -53,6 +53,44 @@ def _invoice_url(client: Client, invoice_id: int | None) -> str | None:
         return None
 
 
+def ledger_page(client_id: int, page_size: int, endpoint: str, /, **url_values):
+    """The client's ledger page for this request's arguments (search, type, date range, sort, page), shared by
+    the staff Transactions tab and the client area. Returns (LedgerPage, args for the filter form, link(**changes)
+    building `endpoint`'s URL with the current arguments changed (defaults left out), filter errors)."""
+    filters, filter_errors = ledger_domain.parse_filters(request.args)
+    sort, direction = ledger_domain.parse_sort(request.args.get("sort"), request.args.get("dir"))
+    page = ledger_domain.client_transactions(
+        client_id,
+        search=filters.search,
+        type=filters.type,
+        date_from=filters.date_from,
+        date_to=filters.date_to,
+        sort=sort,
+        direction=direction,
+        page=parse_page(request.args.get("page")),
+        page_size=page_size,
+    )
+    args = {
+        "q": filters.search,
+        "type": filters.type or "",
+        "date_from": filters.date_from.isoformat() if filters.date_from else "",
+        "date_to": filters.date_to.isoformat() if filters.date_to else "",
+        "sort": page.sort,
+        "dir": page.direction,
+    }
+
+    def link(**changes) -> str:
+        wanted = {k: v for k, v in {**args, **changes}.items() if v not in ("", None)}
+        if (wanted.get("sort"), wanted.get("dir")) == ledger_domain.DEFAULT_SORT:
+            wanted.pop("sort")
+            wanted.pop("dir")
+        if wanted.get("page") == 1:
+            wanted.pop("page")
+        return url_for(endpoint, **url_values, **wanted)
+
+    return page, args, link, filter_errors
+
+
 class ClientLedgerView(BaseView):
     route_base = "/clients"
     default_view = "transactions"
@@ -65,36 +103,9 @@ class ClientLedgerView(BaseView):
         return client_or_404(client_id)
 
     def _render(self, client: Client, modal: dict | None = None, status: int = 200):
-        filters, filter_errors = ledger_domain.parse_filters(request.args)
-        sort, direction = ledger_domain.parse_sort(request.args.get("sort"), request.args.get("dir"))
-        page = ledger_domain.client_transactions(
-            client.id,
-            search=filters.search,
-            type=filters.type,
-            date_from=filters.date_from,
-            date_to=filters.date_to,
-            sort=sort,
-            direction=direction,
-            page=parse_page(request.args.get("page")),
-            page_size=PAGE_SIZE,
+        page, args, link, filter_errors = ledger_page(
+            client.id, PAGE_SIZE, "ClientLedgerView.transactions", client_id=client.id
         )
-        args = {
-            "q": filters.search,
-            "type": filters.type or "",
-            "date_from": filters.date_from.isoformat() if filters.date_from else "",
-            "date_to": filters.date_to.isoformat() if filters.date_to else "",
-            "sort": page.sort,
-            "dir": page.direction,
-        }
-
-        def link(**changes) -> str:
-            wanted = {k: v for k, v in {**args, **changes}.items() if v not in ("", None)}
-            if wanted.get("sort") == ledger_domain.DEFAULT_SORT[0] and wanted.get("dir") == ledger_domain.DEFAULT_SORT[1]:
-                wanted.pop("sort")
-                wanted.pop("dir")
-            if wanted.get("page") == 1:
-                wanted.pop("page")
-            return url_for("ClientLedgerView.transactions", client_id=client.id, **wanted)
 
         return render_record(
             self,

@@ -8,19 +8,17 @@ the client's label or the product name, never the admin label.
 """
 from __future__ import annotations
 
-from flask import current_app, request, url_for
+from flask import current_app, url_for
 from flask_appbuilder import expose
 from flask_babel import format_datetime
 from sqlalchemy import select
 from werkzeug.routing import BuildError
 
-from ...billing import ledger as ledger_domain
 from ...billing import services as service_domain
 from ...billing.gateways import all_gateways
-from ...domain.directory import parse_page
 from ...domain.session import get_session
 from ...models import TRANSACTION_TYPES, UserSecurity
-from ..ledger import DOCUMENT_LABELS, TYPE_CLASSES, TYPE_LABELS
+from ..ledger import DOCUMENT_LABELS, TYPE_CLASSES, TYPE_LABELS, ledger_page
 from . import ClientAreaView, client_page
 
 PAGE_SIZE = 50
@@ -55,31 +53,7 @@ class ClientAreaTransactionsView(ClientAreaView):
     @client_page("manage_invoices")
     def transactions(self, link):
         client = link.client
-        filters, filter_errors = ledger_domain.parse_filters(request.args)
-        sort, direction = ledger_domain.parse_sort(request.args.get("sort"), request.args.get("dir"))
-        page = ledger_domain.client_transactions(
-            client.id, search=filters.search, type=filters.type, date_from=filters.date_from,
-            date_to=filters.date_to, sort=sort, direction=direction,
-            page=parse_page(request.args.get("page")), page_size=PAGE_SIZE,
-        )
-        args = {
-            "q": filters.search,
-            "type": filters.type or "",
-            "date_from": filters.date_from.isoformat() if filters.date_from else "",
-            "date_to": filters.date_to.isoformat() if filters.date_to else "",
-            "sort": page.sort,
-            "dir": page.direction,
-        }
-
-        def page_link(**changes) -> str:
-            wanted = {k: v for k, v in {**args, **changes}.items() if v not in ("", None)}
-            if (wanted.get("sort"), wanted.get("dir")) == ledger_domain.DEFAULT_SORT:
-                wanted.pop("sort")
-                wanted.pop("dir")
-            if wanted.get("page") == 1:
-                wanted.pop("page")
-            return url_for("ClientAreaTransactionsView.transactions", **wanted)
-
+        page, args, page_link, filter_errors = ledger_page(client.id, PAGE_SIZE, "ClientAreaTransactionsView.transactions")
         own = _client_logins(e.tx.author_id for e in page.entries if e.tx.impersonator_id is None)
         authors = {}
         for e in page.entries:
